@@ -1,0 +1,3 @@
+{{- define "service.fullname" -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}

@@ -1,0 +1,101 @@
+//! The admin port: probes, metrics and the pre-stop hook. It is a separate listener, so
+//! application traffic (and the application Service) can never reach it, and it keeps
+//! answering until the process exits, draining included.
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+
+use crate::{
+    lifecycle::{Lifecycle, State as LifecycleState},
+    metrics::Metrics,
+    readiness::ReadinessChecks,
+};
+
+/// The admin routes; tests and the Helm chart rely on these paths.
+pub const LIVEZ: &str = "/livez";
+pub const READYZ: &str = "/readyz";
+pub const STARTUPZ: &str = "/startupz";
+pub const METRICS: &str = "/metrics";
+pub const PRESTOP: &str = "/prestop";
+
+#[derive(Clone)]
+pub struct Admin {
+    pub lifecycle: Lifecycle,
+    pub metrics: Metrics,
+    pub checks: ReadinessChecks,
+    pub prestop_delay: Duration,
+}
+
+pub fn router(admin: Admin) -> Router {
+    Router::new()
+        .route(LIVEZ, get(livez))
+        .route(READYZ, get(readyz))
+        .route(STARTUPZ, get(startupz))
+        .route(METRICS, get(metrics))
+        .route(PRESTOP, get(prestop))
+        .with_state(admin)
+}
+
+/// The process is alive and its runtime answers; stays 200 while draining, so that a
+/// draining pod is never restarted.
+async fn livez() -> &'static str {
+    "ok\n"
+}
+
+/// 200 only when started, not draining and every dependency check passes.
+async fn readyz(State(admin): State<Admin>) -> (StatusCode, String) {
+    match admin.lifecycle.state() {
+        LifecycleState::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n".into()),
+        LifecycleState::Ready => match admin.checks.first_failure() {
+            None => (StatusCode::OK, "ready\n".into()),
+            Some((check, reason)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("dependency {check} failing: {reason}\n"),
+            ),
+        },
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("draining: {}\n", admin.lifecycle.drain_reason()),
+        ),
+    }
+}
+
+/// 200 once startup work has finished; stays 200 afterwards.
+async fn startupz(State(admin): State<Admin>) -> (StatusCode, &'static str) {
+    if admin.lifecycle.state() >= LifecycleState::Ready {
+        (StatusCode::OK, "started\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
+
+async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        admin.metrics.render(),
+    )
+}
+
+/// For a kubelet `httpGet` preStop hook: turns readiness off at once and answers after
+/// `PRESTOP_DELAY`, the time endpoints and load balancers need to stop routing here.
+/// The kubelet sends SIGTERM once this returns.
+async fn prestop(State(admin): State<Admin>) -> String {
+    if admin.lifecycle.begin_draining("pre-stop hook called") {
+        tracing::info!(
+            delay_ms = admin.prestop_delay.as_millis() as u64,
+            "pre-stop hook: readiness off, waiting before SIGTERM"
+        );
+    }
+    tokio::time::sleep(admin.prestop_delay).await;
+    format!(
+        "pre-stop delay of {} elapsed\n",
+        humantime::format_duration(admin.prestop_delay)
+    )
+}

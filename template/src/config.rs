@@ -1,0 +1,204 @@
+//! Runtime configuration: every setting is a flag and an environment variable.
+//!
+//! The value names equal the environment variable names, so that an error message
+//! about a bad value names the variable an operator has to fix.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:{{http_port}}";
+const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:{{admin_port}}";
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ask a running instance whether it is ready; exit 0 if so, 1 otherwise.
+    ///
+    /// Meant for container health checks and `helm test`, in images that have no curl.
+    Healthcheck {
+        /// Readiness URL of the instance to ask (plain HTTP).
+        #[arg(long, default_value = "http://127.0.0.1:{{admin_port}}/readyz")]
+        url: String,
+
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address of the application listener.
+    #[arg(long, env = "HTTP_ADDR", value_name = "HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR)]
+    pub http_addr: SocketAddr,
+
+    /// Address of the admin listener (probes, metrics, pre-stop hook).
+    #[arg(long, env = "ADMIN_ADDR", value_name = "ADMIN_ADDR", default_value = DEFAULT_ADMIN_ADDR)]
+    pub admin_addr: SocketAddr,
+
+    /// After the first signal, keep serving this long (readiness already failing) so that
+    /// endpoints and load balancers stop routing here before the listener closes.
+    #[arg(long, env = "SHUTDOWN_DRAIN_DELAY", value_name = "SHUTDOWN_DRAIN_DELAY",
+          default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_drain_delay: Duration,
+
+    /// Hard deadline for serving, counted from the first signal: the drain delay plus the
+    /// time in-flight requests get to finish. Requests still running then are cut.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", value_name = "SHUTDOWN_TIMEOUT",
+          default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Budget for stopping background tasks, closing resources and flushing telemetry,
+    /// after the last request.
+    #[arg(long, env = "SHUTDOWN_CLEANUP_TIMEOUT", value_name = "SHUTDOWN_CLEANUP_TIMEOUT",
+          default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_cleanup_timeout: Duration,
+
+    /// How long `GET /prestop` on the admin port waits before answering.
+    #[arg(long, env = "PRESTOP_DELAY", value_name = "PRESTOP_DELAY",
+          default_value = "5s", value_parser = parse_duration)]
+    pub prestop_delay: Duration,
+
+    /// Longest time a request may take before it is answered with 503.
+    #[arg(long, env = "REQUEST_TIMEOUT", value_name = "REQUEST_TIMEOUT",
+          default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Longest time a client may take to send the request headers (slowloris guard).
+    #[arg(long, env = "HEADER_READ_TIMEOUT", value_name = "HEADER_READ_TIMEOUT",
+          default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, env = "REQUEST_BODY_LIMIT", value_name = "REQUEST_BODY_LIMIT",
+          default_value_t = 1024 * 1024)]
+    pub request_body_limit: usize,
+
+    /// Log format: `json`, `pretty`, or `auto` (pretty on a terminal, JSON otherwise).
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_name = "LOG_FORMAT",
+        default_value = "auto"
+    )]
+    pub log_format: LogFormat,
+
+    /// Serve `GET /panic` on the application port, to see panic handling at work.
+    #[arg(
+        long,
+        env = "DEBUG_ROUTES",
+        value_name = "DEBUG_ROUTES",
+        default_value_t = false
+    )]
+    pub debug_routes: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+impl Config {
+    /// Checks that hold between settings; each message names the variables to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.http_addr.port() != 0 && self.http_addr.port() == self.admin_addr.port() {
+            return Err(format!(
+                "HTTP_ADDR ({}) and ADMIN_ADDR ({}) use the same port; the admin port must be \
+                 separate so that application traffic can never reach it",
+                self.http_addr, self.admin_addr
+            ));
+        }
+        if self.shutdown_timeout.is_zero() {
+            return Err("SHUTDOWN_TIMEOUT must be longer than 0s".into());
+        }
+        if self.shutdown_cleanup_timeout.is_zero() {
+            return Err("SHUTDOWN_CLEANUP_TIMEOUT must be longer than 0s".into());
+        }
+        if self.request_timeout.is_zero() || self.header_read_timeout.is_zero() {
+            return Err("REQUEST_TIMEOUT and HEADER_READ_TIMEOUT must be longer than 0s".into());
+        }
+        if self.shutdown_drain_delay >= self.shutdown_timeout {
+            return Err(format!(
+                "SHUTDOWN_DRAIN_DELAY ({}) must be shorter than SHUTDOWN_TIMEOUT ({}): the \
+                 timeout counts from the signal and includes the drain delay, so in-flight \
+                 requests would get no time to finish",
+                humantime::format_duration(self.shutdown_drain_delay),
+                humantime::format_duration(self.shutdown_timeout)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `5s`, `1500ms`, `1m 30s` and the like.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim())
+        .map_err(|err| format!("{err}; expected a duration such as 5s, 1500ms or 1m30s"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(std::iter::once("service").chain(args.iter().copied()))
+            .map_err(|err| err.to_string())?;
+        cli.config.validate()?;
+        Ok(cli.config)
+    }
+
+    #[test]
+    fn durations_accept_human_forms() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn defaults_are_consistent() {
+        let config = config(&[]).expect("defaults must validate");
+        assert!(config.shutdown_drain_delay < config.shutdown_timeout);
+        assert_ne!(config.http_addr.port(), config.admin_addr.port());
+    }
+
+    #[test]
+    fn drain_delay_must_fit_in_the_timeout() {
+        let err =
+            config(&["--shutdown-drain-delay", "30s", "--shutdown-timeout", "10s"]).unwrap_err();
+        assert!(err.contains("SHUTDOWN_DRAIN_DELAY"), "{err}");
+        assert!(err.contains("SHUTDOWN_TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn admin_and_http_ports_must_differ() {
+        let err = config(&[
+            "--http-addr",
+            "0.0.0.0:7000",
+            "--admin-addr",
+            "127.0.0.1:7000",
+        ])
+        .unwrap_err();
+        assert!(err.contains("same port"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = config(&["--shutdown-timeout", "soon"]).unwrap_err();
+        assert!(err.contains("SHUTDOWN_TIMEOUT"), "{err}");
+    }
+}

@@ -1,0 +1,135 @@
+//! One accepted connection, served by hyper and steered by the lifecycle.
+//!
+//! - While draining, HTTP/1 responses carry `Connection: close`, so a client closes each
+//!   keep-alive connection right after its next response, at a moment of its own choosing
+//!   rather than ours; HTTP/2 connections get a GOAWAY, after which the client opens new
+//!   streams elsewhere.
+//! - Once stopping, the connection shuts down gracefully: closed at once if idle, after
+//!   the response if a request is in flight.
+//! - At the hard deadline it is dropped, whatever it is doing.
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use axum::{Router, body::Body};
+use hyper::{
+    Request, Version,
+    body::Incoming,
+    header::{CONNECTION, HeaderValue},
+    service::service_fn,
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use tokio::{net::TcpStream, sync::Notify};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::{
+    lifecycle::{Lifecycle, State},
+    metrics::Metrics,
+};
+
+/// What every connection needs; shared by all of them.
+pub(crate) struct Shared {
+    pub(crate) router: Router,
+    pub(crate) lifecycle: Lifecycle,
+    pub(crate) metrics: Metrics,
+    pub(crate) builder: auto::Builder<TokioExecutor>,
+    /// Cancelled at the hard deadline.
+    pub(crate) abort: CancellationToken,
+}
+
+/// Per-connection flags that the request path sets and the connection task reads.
+#[derive(Default)]
+struct ProtocolSeen {
+    http2: AtomicBool,
+    wants_goaway: Notify,
+}
+
+pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    let _open = OpenConnection::count(&shared.metrics);
+    let protocol = Arc::new(ProtocolSeen::default());
+
+    let service = {
+        let shared = shared.clone();
+        let protocol = protocol.clone();
+        service_fn(move |request: Request<Incoming>| {
+            let shared = shared.clone();
+            let protocol = protocol.clone();
+            async move {
+                let version = request.version();
+                if version == Version::HTTP_2 {
+                    protocol.http2.store(true, Ordering::Relaxed);
+                }
+                let response = shared.router.clone().oneshot(request.map(Body::new)).await;
+                let Ok(mut response) = response;
+                if shared.lifecycle.is_draining() {
+                    if version == Version::HTTP_2 {
+                        protocol.wants_goaway.notify_one();
+                    } else {
+                        response
+                            .headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                }
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+
+    let connection = shared
+        .builder
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let mut state = shared.lifecycle.subscribe();
+    let mut closing = false;
+
+    loop {
+        if !closing {
+            let state = *state.borrow_and_update();
+            let http2 = protocol.http2.load(Ordering::Relaxed);
+            if state >= State::Stopping || (state >= State::Draining && http2) {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shared.abort.cancelled() => {
+                shared.metrics.shutdown_connections_cut.inc();
+                return;
+            }
+            _ = state.changed(), if !closing => {}
+            _ = protocol.wants_goaway.notified(), if !closing => {}
+        }
+    }
+}
+
+/// Keeps the open-connections gauge right however the connection ends.
+struct OpenConnection(Metrics);
+
+impl OpenConnection {
+    fn count(metrics: &Metrics) -> Self {
+        metrics.http_connections_accepted.inc();
+        metrics.http_connections_open.inc();
+        Self(metrics.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.http_connections_open.dec();
+    }
+}

@@ -1,0 +1,204 @@
+//! Prometheus metrics, served on the admin port at `/metrics`.
+//!
+//! Every metric lives in one registry owned by [`Metrics`]; `docs/metrics.md` lists them all.
+
+use std::{
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::lifecycle::State;
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_request_duration: HistogramVec,
+    pub http_requests_in_flight: IntGauge,
+    pub http_connections_open: IntGauge,
+    pub http_connections_accepted: IntCounter,
+    pub http_panics: IntCounter,
+    pub lifecycle_state: IntGaugeVec,
+    pub draining: IntGauge,
+    pub shutdown_budget: prometheus::GaugeVec,
+    pub shutdown_elapsed: Gauge,
+    pub shutdown_requests_cut: IntCounter,
+    pub shutdown_connections_cut: IntCounter,
+    pub shutdown_tasks_cut: IntCounter,
+    pub shutdowns: IntCounterVec,
+    pub readiness_check_up: IntGaugeVec,
+    shutdown_started: Arc<OnceLock<Instant>>,
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let metrics = Self {
+            http_requests: IntCounterVec::new(
+                Opts::new(
+                    "http_requests_total",
+                    "HTTP requests answered on the application port.",
+                ),
+                &["method", "route", "status"],
+            )?,
+            http_request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "http_request_duration_seconds",
+                    "Time from receiving the request headers to producing the response headers.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["method", "route", "status"],
+            )?,
+            http_requests_in_flight: IntGauge::new(
+                "http_requests_in_flight",
+                "Requests being processed on the application port.",
+            )?,
+            http_connections_open: IntGauge::new(
+                "http_connections_open",
+                "Open connections on the application port.",
+            )?,
+            http_connections_accepted: IntCounter::new(
+                "http_connections_accepted_total",
+                "Connections accepted on the application port.",
+            )?,
+            http_panics: IntCounter::new(
+                "http_panics_total",
+                "Request handlers that panicked; each was answered with 500.",
+            )?,
+            lifecycle_state: IntGaugeVec::new(
+                Opts::new(
+                    "lifecycle_state",
+                    "1 for the state the service is in (starting, ready, draining, stopping, \
+                     stopped), 0 for the others.",
+                ),
+                &["state"],
+            )?,
+            draining: IntGauge::new(
+                "lifecycle_draining",
+                "1 from the first shutdown signal (or pre-stop hook) on, 0 before.",
+            )?,
+            shutdown_budget: prometheus::GaugeVec::new(
+                Opts::new(
+                    "shutdown_budget_seconds",
+                    "Configured shutdown durations in seconds, by phase.",
+                ),
+                &["phase"],
+            )?,
+            shutdown_elapsed: Gauge::new(
+                "shutdown_elapsed_seconds",
+                "Seconds since the first shutdown signal; 0 before it.",
+            )?,
+            shutdown_requests_cut: IntCounter::new(
+                "shutdown_requests_cut_total",
+                "Requests still running when the shutdown deadline cut them.",
+            )?,
+            shutdown_connections_cut: IntCounter::new(
+                "shutdown_connections_cut_total",
+                "Connections closed by the shutdown deadline rather than gracefully.",
+            )?,
+            shutdown_tasks_cut: IntCounter::new(
+                "shutdown_tasks_cut_total",
+                "Background tasks and resources that did not finish within the cleanup timeout.",
+            )?,
+            shutdowns: IntCounterVec::new(
+                Opts::new(
+                    "shutdowns_total",
+                    "Shutdowns by outcome: clean, deadline_exceeded.",
+                ),
+                &["outcome"],
+            )?,
+            readiness_check_up: IntGaugeVec::new(
+                Opts::new(
+                    "readiness_check_up",
+                    "1 when the named dependency check passed last time it ran, 0 otherwise.",
+                ),
+                &["check"],
+            )?,
+            registry,
+            shutdown_started: Arc::default(),
+        };
+        metrics.register_all()?;
+        metrics.set_state(State::Starting);
+        Ok(metrics)
+    }
+
+    fn register_all(&self) -> prometheus::Result<()> {
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(self.http_requests.clone()),
+            Box::new(self.http_request_duration.clone()),
+            Box::new(self.http_requests_in_flight.clone()),
+            Box::new(self.http_connections_open.clone()),
+            Box::new(self.http_connections_accepted.clone()),
+            Box::new(self.http_panics.clone()),
+            Box::new(self.lifecycle_state.clone()),
+            Box::new(self.draining.clone()),
+            Box::new(self.shutdown_budget.clone()),
+            Box::new(self.shutdown_elapsed.clone()),
+            Box::new(self.shutdown_requests_cut.clone()),
+            Box::new(self.shutdown_connections_cut.clone()),
+            Box::new(self.shutdown_tasks_cut.clone()),
+            Box::new(self.shutdowns.clone()),
+            Box::new(self.readiness_check_up.clone()),
+            Box::new(build_info()?),
+        ];
+        for collector in collectors {
+            self.registry.register(collector)?;
+        }
+        #[cfg(target_os = "linux")]
+        self.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(())
+    }
+
+    /// The registry, for application code that defines metrics of its own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn set_state(&self, current: State) {
+        for state in State::ALL {
+            self.lifecycle_state
+                .with_label_values(&[state.as_str()])
+                .set(i64::from(state == current));
+        }
+        self.draining.set(i64::from(current >= State::Draining));
+    }
+
+    /// Starts the `shutdown_elapsed_seconds` clock; later calls change nothing.
+    pub fn mark_shutdown_started(&self) {
+        self.shutdown_started.get_or_init(Instant::now);
+    }
+
+    /// The registry in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        if let Some(started) = self.shutdown_started.get() {
+            self.shutdown_elapsed.set(started.elapsed().as_secs_f64());
+        }
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("encoding metrics into memory cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+fn build_info() -> prometheus::Result<IntGaugeVec> {
+    let info = IntGaugeVec::new(
+        Opts::new(
+            "build_info",
+            "Always 1; the labels describe the running build.",
+        ),
+        &["name", "version"],
+    )?;
+    info.with_label_values(&[env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")])
+        .set(1);
+    Ok(info)
+}

@@ -1,0 +1,99 @@
+//! Logs and traces through `tracing`: JSON lines by default, pretty on a terminal, and,
+//! with the `otel` feature, spans exported over OTLP when the standard `OTEL_*` variables
+//! ask for it.
+
+#[cfg(feature = "otel")]
+mod otel;
+
+use std::{io::IsTerminal, time::Duration};
+
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+
+use crate::config::LogFormat;
+
+/// Holds what must be flushed before the process exits.
+pub struct Telemetry {
+    #[cfg(feature = "otel")]
+    exporter: Option<otel::Exporter>,
+}
+
+/// Installs the global subscriber. Call before starting the Tokio runtime: the OTLP
+/// exporter owns a blocking HTTP client that must not be created inside it.
+pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let pretty = match format {
+        LogFormat::Pretty => true,
+        LogFormat::Json => false,
+        LogFormat::Auto => std::io::stdout().is_terminal(),
+    };
+    let logs = if pretty {
+        tracing_subscriber::fmt::layer().boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed()
+    };
+
+    // Panics become one log line, inside the span of the request that panicked.
+    std::panic::set_hook(Box::new(|panic| {
+        let location = panic.location().map(ToString::to_string).unwrap_or_default();
+        let message = panic
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|message| (*message).to_owned())
+            .or_else(|| panic.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".to_owned());
+        tracing::error!(panic = %message, %location, "panicked");
+    }));
+
+    #[cfg(feature = "otel")]
+    {
+        let exporter = otel::Exporter::from_env()?;
+        let traces = exporter.as_ref().map(otel::Exporter::layer);
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(logs)
+            .with(traces)
+            .try_init()?;
+        match &exporter {
+            Some(exporter) => {
+                tracing::info!(endpoint = %exporter.endpoint, "exporting traces over OTLP")
+            }
+            None => {
+                tracing::info!("trace export off: set OTEL_EXPORTER_OTLP_ENDPOINT to turn it on")
+            }
+        }
+        Ok(Telemetry { exporter })
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(logs)
+            .try_init()?;
+        Ok(Telemetry {})
+    }
+}
+
+impl Telemetry {
+    /// Exports what is still buffered, giving up after `budget`; true if all went out.
+    pub async fn flush(self, budget: Duration) -> bool {
+        #[cfg(feature = "otel")]
+        if let Some(exporter) = self.exporter {
+            return exporter.shutdown(budget).await;
+        }
+        let _ = budget;
+        true
+    }
+}
+
+/// Makes `span` a child of the trace the caller propagated (W3C `traceparent`), if any.
+pub fn adopt_remote_parent(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    #[cfg(feature = "otel")]
+    otel::adopt_remote_parent(span, headers);
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, headers);
+}

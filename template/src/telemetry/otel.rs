@@ -1,0 +1,105 @@
+//! OTLP trace export, configured only by the standard `OTEL_*` environment variables.
+//!
+//! Export is on when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is
+//! set, unless `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`. Spans go through a
+//! batch processor on its own thread: a slow or absent collector costs dropped spans, never
+//! a blocked request. The protocol is `http/protobuf` (port 4318).
+
+use std::time::Duration;
+
+use opentelemetry::{global, propagation::Extractor, trace::TracerProvider as _};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt};
+use tracing_subscriber::registry::LookupSpan;
+
+pub(super) struct Exporter {
+    provider: SdkTracerProvider,
+    pub(super) endpoint: String,
+}
+
+impl Exporter {
+    pub(super) fn from_env() -> anyhow::Result<Option<Self>> {
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|value| !value.trim().is_empty())
+        };
+        if var("OTEL_SDK_DISABLED").is_some_and(|value| value.eq_ignore_ascii_case("true"))
+            || var("OTEL_TRACES_EXPORTER").is_some_and(|value| value == "none")
+        {
+            return Ok(None);
+        }
+        let Some(endpoint) = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        else {
+            return Ok(None);
+        };
+        if let Some(protocol) =
+            var("OTEL_EXPORTER_OTLP_PROTOCOL").filter(|protocol| protocol != "http/protobuf")
+        {
+            anyhow::bail!(
+                "OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported by this build; \
+                 use http/protobuf (the OTLP/HTTP port, usually 4318)"
+            );
+        }
+
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()?;
+        let mut resource = Resource::builder();
+        if var("OTEL_SERVICE_NAME").is_none() {
+            resource = resource.with_service_name(env!("CARGO_PKG_NAME"));
+        }
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build();
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        Ok(Some(Self { provider, endpoint }))
+    }
+
+    pub(super) fn layer<S>(&self) -> OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>
+    where
+        S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    {
+        let tracer = self.provider.tracer(env!("CARGO_PKG_NAME"));
+        tracing_opentelemetry::layer().with_tracer(tracer)
+    }
+
+    /// Flushes buffered spans on a blocking thread; gives up (and lets the thread go)
+    /// after `budget`, so that a dead collector cannot hold the process.
+    pub(super) async fn shutdown(self, budget: Duration) -> bool {
+        let provider = self.provider;
+        let flush = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(budget));
+        match tokio::time::timeout(budget, flush).await {
+            Ok(Ok(Ok(()))) => true,
+            Ok(Ok(Err(error))) => {
+                tracing::warn!(%error, "trace export did not flush");
+                false
+            }
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!("trace export did not flush within the cleanup budget");
+                false
+            }
+        }
+    }
+}
+
+pub(super) fn adopt_remote_parent(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    let parent =
+        global::get_text_map_propagator(|propagator| propagator.extract(&Headers(headers)));
+    // Fails only when the span is disabled by the filter; nothing to adopt then.
+    let _ = span.set_parent(parent);
+}
+
+struct Headers<'a>(&'a axum::http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|name| name.as_str()).collect()
+    }
+}
