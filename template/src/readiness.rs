@@ -159,7 +159,7 @@ mod tests {
             "hangs",
             Duration::from_secs(1),
             Duration::from_millis(50),
-            || std::future::pending(),
+            std::future::pending,
         );
         assert!(
             checks.first_failure().is_some(),

@@ -39,7 +39,10 @@ pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
 
     // Panics become one log line, inside the span of the request that panicked.
     std::panic::set_hook(Box::new(|panic| {
-        let location = panic.location().map(ToString::to_string).unwrap_or_default();
+        let location = panic
+            .location()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         let message = panic
             .payload()
             .downcast_ref::<&str>()

@@ -1,0 +1,118 @@
+//! Request guards, probes and metrics, on the real binary.
+
+mod support;
+
+use std::{process::Command, time::Duration};
+
+use support::{BINARY, Connection, Service, get};
+
+#[test]
+fn probes_answer_on_the_admin_port_only() {
+    let service = Service::start(&[]);
+    for path in ["/livez", "/readyz", "/startupz", "/metrics"] {
+        assert_eq!(get(service.admin, path).status, 200, "{path}");
+        assert_eq!(
+            get(service.http, path).status,
+            404,
+            "{path} on the app port"
+        );
+    }
+}
+
+#[test]
+fn a_panic_becomes_a_500_and_the_process_lives_on() {
+    let mut service = Service::start(&[("DEBUG_ROUTES", "true")]);
+    let response = get(service.http, "/panic");
+    assert_eq!(response.status, 500);
+    assert_eq!(get(service.http, "/").status, 200);
+    assert!(service.is_running());
+    assert_eq!(service.metric("http_panics_total"), 1.0);
+    let logged = service.wait_for_log("panicked");
+    assert!(logged["panic"].as_str().unwrap().contains("GET /panic"));
+}
+
+#[test]
+fn the_panic_route_is_off_by_default() {
+    let service = Service::start(&[]);
+    assert_eq!(get(service.http, "/panic").status, 404);
+}
+
+#[test]
+fn oversized_bodies_get_413() {
+    let service = Service::start(&[("REQUEST_BODY_LIMIT", "1024")]);
+    let mut connection = Connection::open(service.http).unwrap();
+    let fits = connection
+        .send("POST", "/echo", &[], &[b'x'; 1024])
+        .unwrap();
+    assert_eq!((fits.status, fits.body.len()), (200, 1024));
+    let too_big = connection
+        .send("POST", "/echo", &[], &[b'x'; 1025])
+        .unwrap();
+    assert_eq!(too_big.status, 413);
+}
+
+#[test]
+fn slow_handlers_get_503_at_the_request_timeout() {
+    let service = Service::start(&[("REQUEST_TIMEOUT", "200ms")]);
+    let response = get(service.http, "/slow?ms=5000");
+    assert_eq!(response.status, 503);
+    assert!(
+        service
+            .log_position("slow request cancelled before it finished")
+            .is_some()
+    );
+}
+
+#[test]
+fn clients_that_never_finish_their_headers_are_disconnected() {
+    let service = Service::start(&[("HEADER_READ_TIMEOUT", "300ms")]);
+    let mut slowloris = Connection::open(service.http).unwrap();
+    slowloris
+        .write_raw(b"GET / HTTP/1.1\r\nHost: test\r\nX-Slow: ")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    slowloris.write_raw(b"still").unwrap();
+    assert!(slowloris.is_closed_by_server());
+    assert_eq!(get(service.http, "/").status, 200);
+}
+
+#[test]
+fn metrics_label_requests_by_route_not_by_raw_path() {
+    let service = Service::start(&[]);
+    assert_eq!(get(service.http, "/slow?ms=1").status, 200);
+    assert_eq!(get(service.http, "/no/such/page").status, 404);
+    let count = |labels: &str| service.metric(&["http_requests_total{", labels, "}"].concat());
+    assert_eq!(count(r#"method="GET",route="/slow",status="200""#), 1.0);
+    assert_eq!(count(r#"method="GET",route="unmatched",status="404""#), 1.0);
+    let text = get(service.admin, "/metrics").body;
+    for family in [
+        "http_request_duration_seconds_bucket",
+        "lifecycle_state{state=\"ready\"} 1",
+        "shutdown_budget_seconds{phase=\"timeout\"}",
+        "build_info{",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(text.contains(family), "{family} missing from /metrics");
+    }
+}
+
+#[test]
+fn the_healthcheck_subcommand_follows_readiness() {
+    let service = Service::start(&[("SHUTDOWN_DRAIN_DELAY", "5s")]);
+    let healthcheck = || {
+        Command::new(BINARY)
+            .args([
+                "healthcheck",
+                "--url",
+                &format!("http://{}/readyz", service.admin),
+            ])
+            .output()
+            .unwrap()
+    };
+    assert!(healthcheck().status.success());
+    service.signal(libc::SIGTERM);
+    service.wait_for_log_where(|line| line["state"] == "draining");
+    let draining = healthcheck();
+    assert_eq!(draining.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&draining.stderr).contains("503"));
+}
