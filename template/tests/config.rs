@@ -4,7 +4,7 @@ mod support;
 
 use std::{net::TcpListener, process::Command};
 
-use support::BINARY;
+use support::binary;
 
 /// Exit code documented for a refused configuration.
 const EXIT_BAD_CONFIG: i32 = 2;
@@ -12,7 +12,7 @@ const EXIT_BAD_CONFIG: i32 = 2;
 const EXIT_STARTUP_FAILED: i32 = 1;
 
 fn run_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let output = Command::new(BINARY)
+    let output = Command::new(binary())
         .env_clear()
         .env("HTTP_ADDR", "127.0.0.1:0")
         .env("ADMIN_ADDR", "127.0.0.1:0")

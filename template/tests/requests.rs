@@ -4,7 +4,7 @@ mod support;
 
 use std::{process::Command, time::Duration};
 
-use support::{BINARY, Connection, Service, get};
+use support::{Connection, Service, binary, get};
 
 #[test]
 fn probes_answer_on_the_admin_port_only() {
@@ -100,7 +100,7 @@ fn metrics_label_requests_by_route_not_by_raw_path() {
 fn the_healthcheck_subcommand_follows_readiness() {
     let service = Service::start(&[("SHUTDOWN_DRAIN_DELAY", "5s")]);
     let healthcheck = || {
-        Command::new(BINARY)
+        Command::new(binary())
             .args([
                 "healthcheck",
                 "--url",

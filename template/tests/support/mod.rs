@@ -14,7 +14,10 @@ use std::{
 
 use serde_json::Value;
 
-pub const BINARY: &str = env!("CARGO_BIN_EXE_{{project-name}}");
+/// The service binary Cargo built for these tests.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_{{project-name}}")
+}
 
 /// Upper bound for anything a test waits on; reaching it fails the test instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -29,7 +32,7 @@ pub struct Service {
 impl Service {
     /// Starts the service on ephemeral ports and waits until it reports ready.
     pub fn start(env: &[(&str, &str)]) -> Service {
-        let mut command = Command::new(BINARY);
+        let mut command = Command::new(binary());
         command
             .env_clear()
             .env("HTTP_ADDR", "127.0.0.1:0")

@@ -1,0 +1,68 @@
+//! Every file of the template arrives, Helm templates untouched, and no Liquid is left.
+
+use kube_service_template_tests::{files_under, generate, repo_root, template_files};
+
+#[test]
+fn every_template_file_arrives_in_the_generated_project() {
+    let project = generate("files-check", &[]).expect("defaults generate");
+    assert_eq!(files_under(&project.dir), template_files());
+}
+
+#[test]
+fn helm_templates_are_copied_without_liquid_processing() {
+    let project = generate("helm-check", &[]).expect("defaults generate");
+    let templates = repo_root().join("template/helm/templates");
+    let mut compared = 0;
+    for entry in std::fs::read_dir(&templates).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let original = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(project.read(&format!("helm/templates/{name}")), original, "{name}");
+        compared += 1;
+    }
+    assert!(compared > 0, "the chart has templates to compare");
+}
+
+#[test]
+fn no_liquid_is_left_anywhere_else() {
+    let project = generate("liquid-check", &[("otel", "true"), ("kube", "true")])
+        .expect("all options generate");
+    for file in files_under(&project.dir) {
+        let text = std::fs::read_to_string(project.dir.join(&file)).unwrap();
+        assert!(!text.contains("{%"), "{} keeps a Liquid tag", file.display());
+        if !file.starts_with("helm/templates") {
+            assert!(!text.contains("{{"), "{} keeps a placeholder", file.display());
+        }
+    }
+}
+
+#[test]
+fn placeholders_reach_code_chart_and_docs() {
+    let project = generate(
+        "placed-values",
+        &[
+            ("description", "Serves the tests"),
+            ("http_port", "8181"),
+            ("admin_port", "9191"),
+        ],
+    )
+    .expect("valid values generate");
+    let cargo = project.read("Cargo.toml");
+    assert!(cargo.contains(r#"name = "placed-values""#));
+    assert!(cargo.contains(r#"description = "Serves the tests""#));
+    let config = project.read("src/config.rs");
+    assert!(config.contains(r#""0.0.0.0:8181""#));
+    assert!(config.contains(r#""0.0.0.0:9191""#));
+    let values = project.read("helm/values.yaml");
+    assert!(values.contains("http: 8181") && values.contains("admin: 9191"));
+    assert!(project.read("helm/Chart.yaml").contains("name: placed-values"));
+    assert!(project.read("README.md").contains("placed-values"));
+}
+
+#[test]
+fn the_otel_switch_sets_the_default_cargo_feature() {
+    let on = generate("otel-on", &[("otel", "true")]).unwrap();
+    let off = generate("otel-off", &[("otel", "false")]).unwrap();
+    assert!(on.read("Cargo.toml").contains(r#"default = ["otel"]"#));
+    assert!(off.read("Cargo.toml").contains("default = []"));
+}
