@@ -79,6 +79,13 @@ pub struct Config {
           default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
+    /// A keep-alive connection with no request for this long is closed. Keep it longer than
+    /// the idle timeouts of clients and load balancers in front (commonly 60-600 s), so
+    /// that they close idle connections first and never send on one being closed.
+    #[arg(long, env = "IDLE_TIMEOUT", value_name = "IDLE_TIMEOUT",
+          default_value = "620s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
     /// Largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, env = "REQUEST_BODY_LIMIT", value_name = "REQUEST_BODY_LIMIT",
           default_value_t = 1024 * 1024)]
@@ -126,8 +133,14 @@ impl Config {
         if self.shutdown_cleanup_timeout.is_zero() {
             return Err("SHUTDOWN_CLEANUP_TIMEOUT must be longer than 0s".into());
         }
-        if self.request_timeout.is_zero() || self.header_read_timeout.is_zero() {
-            return Err("REQUEST_TIMEOUT and HEADER_READ_TIMEOUT must be longer than 0s".into());
+        for (name, duration) in [
+            ("REQUEST_TIMEOUT", self.request_timeout),
+            ("HEADER_READ_TIMEOUT", self.header_read_timeout),
+            ("IDLE_TIMEOUT", self.idle_timeout),
+        ] {
+            if duration.is_zero() {
+                return Err(format!("{name} must be longer than 0s"));
+            }
         }
         if self.shutdown_drain_delay >= self.shutdown_timeout {
             return Err(format!(

@@ -77,6 +77,29 @@ fn clients_that_never_finish_their_headers_are_disconnected() {
 }
 
 #[test]
+fn an_idle_keep_alive_connection_outlives_the_header_read_timeout() {
+    let service = Service::start(&[("HEADER_READ_TIMEOUT", "200ms")]);
+    let mut connection = Connection::open(service.http).unwrap();
+    assert_eq!(connection.get("/").unwrap().status, 200);
+    std::thread::sleep(Duration::from_millis(800));
+    let reused = connection
+        .get("/")
+        .expect("the idle connection is still open");
+    assert_eq!(reused.status, 200);
+}
+
+#[test]
+fn connections_idle_past_the_idle_timeout_are_closed() {
+    let service = Service::start(&[("IDLE_TIMEOUT", "300ms")]);
+    let mut connection = Connection::open(service.http).unwrap();
+    assert_eq!(connection.get("/").unwrap().status, 200);
+    assert!(connection.is_closed_by_server());
+    service.wait_until("the connection is gone", |service| {
+        service.metric("http_connections_open") == 0.0
+    });
+}
+
+#[test]
 fn metrics_label_requests_by_route_not_by_raw_path() {
     let service = Service::start(&[]);
     assert_eq!(get(service.http, "/slow?ms=1").status, 200);

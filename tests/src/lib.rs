@@ -127,7 +127,9 @@ pub fn generate_with(
     for (key, value) in defines {
         command.arg("--define").arg(format!("{key}={value}"));
     }
-    let output = command.output().expect("cargo-generate runs (see scripts/install.sh)");
+    let output = command
+        .output()
+        .expect("cargo-generate runs (see scripts/install.sh)");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

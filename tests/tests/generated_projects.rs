@@ -32,7 +32,10 @@ fn the_all_options_project_passes_fmt_clippy_and_its_tests() {
     // The OpenTelemetry tests only exist with the feature: make sure they ran.
     let listed = project.cargo(&["test", "--test", "otel", "--", "--list"]);
     let listed = String::from_utf8_lossy(&listed.stdout);
-    assert!(listed.contains("spans_reach_the_collector_in_the_callers_trace"), "{listed}");
+    assert!(
+        listed.contains("spans_reach_the_collector_in_the_callers_trace"),
+        "{listed}"
+    );
 }
 
 #[test]

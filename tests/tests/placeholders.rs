@@ -22,7 +22,10 @@ fn ports_out_of_range_are_refused() {
         );
     }
     let message = refused("port-check", &[("admin_port", "99999")]);
-    assert!(message.contains("is not a valid value for admin_port"), "{message}");
+    assert!(
+        message.contains("is not a valid value for admin_port"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -33,8 +36,14 @@ fn the_edges_of_the_port_range_are_accepted() {
 
 #[test]
 fn the_same_port_for_app_and_admin_is_refused() {
-    let message = refused("same-ports", &[("http_port", "9000"), ("admin_port", "9000")]);
-    assert!(message.contains("http_port and admin_port are both 9000"), "{message}");
+    let message = refused(
+        "same-ports",
+        &[("http_port", "9000"), ("admin_port", "9000")],
+    );
+    assert!(
+        message.contains("http_port and admin_port are both 9000"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -55,7 +64,11 @@ fn a_name_kept_verbatim_with_force_must_still_be_a_crate_name() {
     let refusal = kube_service_template_tests::generate_with("Bad.Name", &[], &["--force"])
         .err()
         .expect("refused");
-    assert!(refusal.output.contains("not a valid crate name"), "{}", refusal.output);
+    assert!(
+        refusal.output.contains("not a valid crate name"),
+        "{}",
+        refusal.output
+    );
 }
 
 #[test]

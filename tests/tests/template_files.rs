@@ -17,7 +17,11 @@ fn helm_templates_are_copied_without_liquid_processing() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
         let original = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(project.read(&format!("helm/templates/{name}")), original, "{name}");
+        assert_eq!(
+            project.read(&format!("helm/templates/{name}")),
+            original,
+            "{name}"
+        );
         compared += 1;
     }
     assert!(compared > 0, "the chart has templates to compare");
@@ -29,9 +33,17 @@ fn no_liquid_is_left_anywhere_else() {
         .expect("all options generate");
     for file in files_under(&project.dir) {
         let text = std::fs::read_to_string(project.dir.join(&file)).unwrap();
-        assert!(!text.contains("{%"), "{} keeps a Liquid tag", file.display());
+        assert!(
+            !text.contains("{%"),
+            "{} keeps a Liquid tag",
+            file.display()
+        );
         if !file.starts_with("helm/templates") {
-            assert!(!text.contains("{{"), "{} keeps a placeholder", file.display());
+            assert!(
+                !text.contains("{{"),
+                "{} keeps a placeholder",
+                file.display()
+            );
         }
     }
 }
@@ -55,7 +67,11 @@ fn placeholders_reach_code_chart_and_docs() {
     assert!(config.contains(r#""0.0.0.0:9191""#));
     let values = project.read("helm/values.yaml");
     assert!(values.contains("http: 8181") && values.contains("admin: 9191"));
-    assert!(project.read("helm/Chart.yaml").contains("name: placed-values"));
+    assert!(
+        project
+            .read("helm/Chart.yaml")
+            .contains("name: placed-values")
+    );
     assert!(project.read("README.md").contains("placed-values"));
 }
 

@@ -7,6 +7,7 @@
 //! - Once stopping, the connection shuts down gracefully: closed at once if idle, after
 //!   the response if a request is in flight.
 //! - At the hard deadline it is dropped, whatever it is doing.
+//! - In between, a watchdog enforces the header read and idle timeouts (see `activity`).
 
 use std::{
     convert::Infallible,
@@ -14,6 +15,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
 use axum::{Router, body::Body};
@@ -31,6 +33,7 @@ use tokio::{net::TcpStream, sync::Notify};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use super::activity::{Activity, Observed, Verdict};
 use crate::{
     lifecycle::{Lifecycle, State},
     metrics::Metrics,
@@ -44,6 +47,8 @@ pub(crate) struct Shared {
     pub(crate) builder: auto::Builder<TokioExecutor>,
     /// Cancelled at the hard deadline.
     pub(crate) abort: CancellationToken,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
 }
 
 /// Per-connection flags that the request path sets and the connection task reads.
@@ -56,14 +61,19 @@ struct ProtocolSeen {
 pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let _open = OpenConnection::count(&shared.metrics);
     let protocol = Arc::new(ProtocolSeen::default());
+    let activity = Arc::new(Activity::new());
 
     let service = {
         let shared = shared.clone();
         let protocol = protocol.clone();
+        let activity = activity.clone();
         service_fn(move |request: Request<Incoming>| {
             let shared = shared.clone();
             let protocol = protocol.clone();
+            // hyper calls the service as soon as the request headers are parsed.
+            let busy = Busy::start(activity.clone());
             async move {
+                let _busy = busy;
                 let version = request.version();
                 if version == Version::HTTP_2 {
                     protocol.http2.store(true, Ordering::Relaxed);
@@ -84,12 +94,12 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         })
     };
 
-    let connection = shared
-        .builder
-        .serve_connection(TokioIo::new(stream), service);
+    let stream = TokioIo::new(Observed::new(stream, activity.clone()));
+    let connection = shared.builder.serve_connection(stream, service);
     tokio::pin!(connection);
     let mut state = shared.lifecycle.subscribe();
     let mut closing = false;
+    let mut watchdog = tokio::time::interval(watchdog_period(&shared));
 
     loop {
         if !closing {
@@ -113,7 +123,43 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             }
             _ = state.changed(), if !closing => {}
             _ = protocol.wants_goaway.notified(), if !closing => {}
+            // HTTP/2 has its own keep-alive pings; the watchdog is for HTTP/1.
+            _ = watchdog.tick(), if !closing && !protocol.http2.load(Ordering::Relaxed) => {
+                match activity.verdict(shared.header_read_timeout, shared.idle_timeout) {
+                    Verdict::Fine => {}
+                    Verdict::HeadersTooSlow => {
+                        tracing::debug!("request headers not complete within HEADER_READ_TIMEOUT");
+                        return;
+                    }
+                    Verdict::Idle => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+            }
         }
+    }
+}
+
+/// Often enough to keep each timeout within a quarter of its length.
+fn watchdog_period(shared: &Shared) -> Duration {
+    (shared.header_read_timeout.min(shared.idle_timeout) / 4)
+        .clamp(Duration::from_millis(25), Duration::from_secs(1))
+}
+
+/// Marks a request in flight on its connection for as long as it lives.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.request_started();
+        Self(activity)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.request_finished();
     }
 }
 

@@ -3,6 +3,7 @@
 //! (`axum::serve(...).with_graceful_shutdown` waits for idle keep-alive connections
 //! forever, so it is not used here.)
 
+mod activity;
 mod connection;
 pub mod middleware;
 
@@ -51,10 +52,12 @@ impl HttpServer {
         config: &Config,
     ) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        // hyper's header timeout would also close idle keep-alive connections; the
+        // connection watchdog enforces HEADER_READ_TIMEOUT and IDLE_TIMEOUT instead.
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout);
+            .header_read_timeout(None);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -65,6 +68,8 @@ impl HttpServer {
             metrics,
             builder,
             abort: CancellationToken::new(),
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
         };
         Self {
             listener,

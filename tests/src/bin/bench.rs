@@ -10,8 +10,7 @@ use std::{
 };
 
 use kube_service_template_tests::{
-    Generated, generate, http1::Connection, repo_root, service::RunningService,
-    shared_target_dir,
+    Generated, generate, http1::Connection, repo_root, service::RunningService, shared_target_dir,
 };
 
 const RUNS: usize = 5;
@@ -20,9 +19,8 @@ const IDLE_CONNECTIONS: usize = 50;
 
 fn main() {
     let clean_build = !std::env::args().any(|arg| arg == "--no-clean-build");
-    let project = generate("bench-service", &[]).unwrap_or_else(|refused| {
-        panic!("cargo generate refused:\n{}", refused.output)
-    });
+    let project = generate("bench-service", &[])
+        .unwrap_or_else(|refused| panic!("cargo generate refused:\n{}", refused.output));
 
     let build = if clean_build {
         Some(time_clean_release_build(&project))
@@ -31,7 +29,9 @@ fn main() {
         None
     };
     let binary = shared_target_dir().join("release").join("bench-service");
-    let size = std::fs::metadata(&binary).expect("the release binary").len();
+    let size = std::fs::metadata(&binary)
+        .expect("the release binary")
+        .len();
 
     let (mut ready, mut rss_idle, mut rss_after_load) = (Vec::new(), Vec::new(), Vec::new());
     let (mut exit_idle, mut exit_with_connections) = (Vec::new(), Vec::new());
@@ -53,15 +53,20 @@ fn main() {
     println!("generated service (default options), {RUNS} runs where repeated");
     println!("{:-<78}", "");
     if let Some(build) = build {
-        println!("{:<52} {:>10.1} s", "clean release build (deps downloaded)", build.as_secs_f64());
+        row(
+            "clean release build (deps downloaded)",
+            format!("{:.1} s", build.as_secs_f64()),
+        );
     }
-    println!("{:<52} {:>10.2} MiB", "stripped release binary", size as f64 / 1048576.0);
-    println!("{:<52} {:>10}", "exec to ready (median)", millis(median(&mut ready)));
-    println!("{:<52} {:>10.1} MiB", "idle RSS (median)", median_u64(&mut rss_idle) as f64 / 1024.0);
-    println!(
-        "{:<52} {:>10.1} MiB",
-        "RSS after 50 requests on 50 connections (median)",
-        median_u64(&mut rss_after_load) as f64 / 1024.0
+    row(
+        "stripped release binary",
+        format!("{:.2} MiB", size as f64 / 1048576.0),
+    );
+    row("exec to ready (median)", millis(median(&mut ready)));
+    row("idle RSS (median)", mebibytes(median_u64(&mut rss_idle)));
+    row(
+        "RSS with 50 idle keep-alive connections (median)",
+        mebibytes(median_u64(&mut rss_after_load)),
     );
     println!(
         "SIGTERM to exit, beyond the drain delay of {} s:",
@@ -69,17 +74,30 @@ fn main() {
     );
     for (label, samples) in [
         ("  idle", &mut exit_idle),
-        ("  with 50 idle keep-alive connections", &mut exit_with_connections),
+        (
+            "  with 50 idle keep-alive connections",
+            &mut exit_with_connections,
+        ),
     ] {
         samples.sort();
-        println!(
-            "{:<52} {:>10}   (min {}, max {})",
-            format!("{label} (median)"),
-            millis(median(samples)),
-            millis(samples[0]),
-            millis(*samples.last().unwrap())
+        row(
+            &format!("{label} (median)"),
+            format!(
+                "{}   (min {}, max {})",
+                millis(median(samples)),
+                millis(samples[0]),
+                millis(*samples.last().unwrap())
+            ),
         );
     }
+}
+
+fn row(label: &str, value: String) {
+    println!("{label:<52} {value}");
+}
+
+fn mebibytes(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
 fn start(binary: &std::path::Path) -> RunningService {
@@ -96,7 +114,10 @@ fn start(binary: &std::path::Path) -> RunningService {
 
 /// Sends SIGTERM while `connections` stay open and idle; returns how long the exit took
 /// beyond the drain delay.
-fn time_to_exit_beyond_drain_delay(mut service: RunningService, connections: Vec<Connection>) -> Duration {
+fn time_to_exit_beyond_drain_delay(
+    mut service: RunningService,
+    connections: Vec<Connection>,
+) -> Duration {
     let signalled = Instant::now();
     service.signal(libc::SIGTERM);
     assert!(service.wait().success(), "the service exits cleanly");

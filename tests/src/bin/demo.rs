@@ -51,12 +51,11 @@ struct Tally {
 
 fn main() {
     println!("generating a service with cargo generate ...");
-    let project = generate("demo-service", &[]).unwrap_or_else(|refused| {
-        panic!("cargo generate refused:\n{}", refused.output)
-    });
-    println!("building {} (release) ...", project.dir.display());
-    project.cargo_ok(&["build", "--release"]);
-    let binary = shared_target_dir().join("release").join("demo-service");
+    let project = generate("demo-service", &[])
+        .unwrap_or_else(|refused| panic!("cargo generate refused:\n{}", refused.output));
+    println!("building {} ...", project.dir.display());
+    project.cargo_ok(&["build"]);
+    let binary = shared_target_dir().join("debug").join("demo-service");
 
     let clock = Arc::new(Clock(Instant::now()));
     let narrator = clock.clone();
@@ -112,7 +111,10 @@ fn main() {
     }
     balancer.join().unwrap();
 
-    let (ok, failed) = (tally.ok.load(Ordering::Relaxed), tally.failed.load(Ordering::Relaxed));
+    let (ok, failed) = (
+        tally.ok.load(Ordering::Relaxed),
+        tally.failed.load(Ordering::Relaxed),
+    );
     println!();
     println!(
         "{failed} failed of {} requests ({} slow requests completed, {} connections closed on request by the server)",
@@ -142,11 +144,16 @@ fn narrate(clock: &Clock, log: &serde_json::Value) {
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(key, _)| !["timestamp", "level", "message", "target", "state"].contains(&key.as_str()))
+        .filter(|(key, _)| {
+            !["timestamp", "level", "message", "target", "state"].contains(&key.as_str())
+        })
         .map(|(key, value)| format!("{key}={value}"))
         .collect();
     let state = state.map(|state| format!("→ {state}")).unwrap_or_default();
-    clock.say("service", format!("{message} {state} {}", details.join(" ")).trim_end());
+    clock.say(
+        "service",
+        format!("{message} {state} {}", details.join(" ")).trim_end(),
+    );
 }
 
 fn client(http: SocketAddr, routed: &AtomicBool, tally: &Tally, clock: &Clock, started: Instant) {
@@ -173,7 +180,9 @@ fn client(http: SocketAddr, routed: &AtomicBool, tally: &Tally, clock: &Clock, s
                     connection = Some(open);
                 }
             }
-            Ok((_, response)) => record_failure(tally, clock, format!("status {}", response.status)),
+            Ok((_, response)) => {
+                record_failure(tally, clock, format!("status {}", response.status))
+            }
             Err(error) => record_failure(tally, clock, error.to_string()),
         }
         thread::sleep(interval);
@@ -186,9 +195,16 @@ fn slow_client(http: SocketAddr, tally: &Tally, clock: &Clock) {
         Ok(response) if response.status == 200 => {
             tally.ok.fetch_add(1, Ordering::Relaxed);
             tally.slow_ok.fetch_add(1, Ordering::Relaxed);
-            clock.say("clients", format!("slow request started before SIGTERM answered 200 after {SLOW_MS} ms"));
+            clock.say(
+                "clients",
+                format!("slow request started before SIGTERM answered 200 after {SLOW_MS} ms"),
+            );
         }
-        Ok(response) => record_failure(tally, clock, format!("slow request: status {}", response.status)),
+        Ok(response) => record_failure(
+            tally,
+            clock,
+            format!("slow request: status {}", response.status),
+        ),
         Err(error) => record_failure(tally, clock, format!("slow request: {error}")),
     }
 }
@@ -199,14 +215,25 @@ fn load_balancer(admin: SocketAddr, routed: &AtomicBool, clock: &Clock) {
     while routed.load(Ordering::Relaxed) && started.elapsed() < LOAD_LIMIT {
         let status = Connection::open(admin, Duration::from_secs(2))
             .and_then(|mut open| open.get("/readyz"))
-            .map(|response| (response.status, String::from_utf8_lossy(&response.body).trim().to_owned()));
+            .map(|response| {
+                (
+                    response.status,
+                    String::from_utf8_lossy(&response.body).trim().to_owned(),
+                )
+            });
         if let Ok((503, reason)) = status {
-            clock.say("kubelet", format!("/readyz → 503 ({reason}): endpoint removed"));
+            clock.say(
+                "kubelet",
+                format!("/readyz → 503 ({reason}): endpoint removed"),
+            );
             thread::sleep(PROPAGATION_LAG);
             routed.store(false, Ordering::Relaxed);
             clock.say(
                 "load balancer",
-                format!("stops routing here ({} ms after readiness failed)", PROPAGATION_LAG.as_millis()),
+                format!(
+                    "stops routing here ({} ms after readiness failed)",
+                    PROPAGATION_LAG.as_millis()
+                ),
             );
             return;
         }

@@ -1,0 +1,194 @@
+//! What one connection is doing, for the two timeouts hyper cannot tell apart.
+//!
+//! hyper's own `header_read_timeout` also runs while a keep-alive connection waits for its
+//! next request, so it doubles as a short idle timeout: the server would close idle
+//! connections while clients still hold them in their pools, and a client sending on one at
+//! that instant loses its request. Here the two are separate:
+//! - a client that has started sending a request must finish its headers within
+//!   `HEADER_READ_TIMEOUT` (slowloris guard);
+//! - a connection with nothing to do is closed after `IDLE_TIMEOUT`, which is longer than
+//!   the idle timeouts of common clients and load balancers, so that they close first.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::atomic::{AtomicU64, Ordering},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::Instant,
+};
+
+/// Milliseconds since the connection opened, plus one; 0 means "not set".
+type Stamp = AtomicU64;
+
+pub(crate) struct Activity {
+    opened: Instant,
+    /// When bytes of a request arrived that have not yet formed complete headers.
+    head_started: Stamp,
+    /// When the connection last finished a request (or opened).
+    last_active: Stamp,
+    in_flight: AtomicU64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Fine,
+    /// Request headers started arriving longer ago than the header read timeout.
+    HeadersTooSlow,
+    /// Nothing happened for longer than the idle timeout.
+    Idle,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Self {
+        let activity = Self {
+            opened: Instant::now(),
+            head_started: Stamp::new(0),
+            last_active: Stamp::new(0),
+            in_flight: AtomicU64::new(0),
+        };
+        activity
+            .last_active
+            .store(activity.now(), Ordering::Relaxed);
+        activity
+    }
+
+    fn now(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Bytes arrived; with no request in flight they begin the next request's headers.
+    fn bytes_received(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            let _ = self.head_started.compare_exchange(
+                0,
+                self.now(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// hyper parsed a request's headers and called the service.
+    pub(crate) fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_started.store(0, Ordering::Release);
+    }
+
+    pub(crate) fn request_finished(&self) {
+        self.last_active.store(self.now(), Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn verdict(&self, header_read_timeout: Duration, idle_timeout: Duration) -> Verdict {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Verdict::Fine;
+        }
+        let now = self.now();
+        let since = |stamp: u64| Duration::from_millis(now.saturating_sub(stamp));
+        match self.head_started.load(Ordering::Acquire) {
+            0 if since(self.last_active.load(Ordering::Relaxed)) >= idle_timeout => Verdict::Idle,
+            0 => Verdict::Fine,
+            started if since(started) >= header_read_timeout => Verdict::HeadersTooSlow,
+            _ => Verdict::Fine,
+        }
+    }
+}
+
+/// A stream that reports every read to its connection's [`Activity`].
+pub(crate) struct Observed<S> {
+    inner: S,
+    activity: std::sync::Arc<Activity>,
+}
+
+impl<S> Observed<S> {
+    pub(crate) fn new(inner: S, activity: std::sync::Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Observed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.bytes_received();
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Observed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADERS: Duration = Duration::from_millis(50);
+    const IDLE: Duration = Duration::from_millis(200);
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_not_a_slow_client() {
+        let activity = Activity::new();
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(activity.verdict(HEADERS, IDLE), Verdict::Fine);
+        tokio::time::advance(Duration::from_millis(150)).await;
+        assert_eq!(activity.verdict(HEADERS, IDLE), Verdict::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn headers_must_complete_in_time() {
+        let activity = Activity::new();
+        activity.bytes_received();
+        tokio::time::advance(Duration::from_millis(60)).await;
+        assert_eq!(activity.verdict(HEADERS, IDLE), Verdict::HeadersTooSlow);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_is_never_timed_out_here() {
+        let activity = Activity::new();
+        activity.bytes_received();
+        activity.request_started();
+        activity.bytes_received(); // the body
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(activity.verdict(HEADERS, IDLE), Verdict::Fine);
+        activity.request_finished();
+        assert_eq!(activity.verdict(HEADERS, IDLE), Verdict::Fine);
+    }
+}
