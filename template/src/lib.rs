@@ -87,15 +87,31 @@ async fn serve(config: Config, telemetry: Telemetry) -> anyhow::Result<u8> {
 
     let tasks = BackgroundTasks::default();
     let mut resources = Resources::default();
-    let routes = app::start(app::Startup {
-        config: &config,
-        resources: &mut resources,
-        checks: &checks,
-        tasks: &tasks,
-    })
-    .await
-    .context("startup work")?;
-    checks.run_all_once(&metrics).await;
+    let startup = async {
+        let routes = app::start(app::Startup {
+            config: &config,
+            resources: &mut resources,
+            checks: &checks,
+            tasks: &tasks,
+        })
+        .await
+        .context("startup work")?;
+        checks.run_all_once(&metrics).await;
+        anyhow::Ok(routes)
+    };
+    // A signal during startup work (a dependency that hangs, say) ends the process
+    // without serving, after closing what startup had already opened.
+    let routes = tokio::select! {
+        routes = startup => routes?,
+        signal = signals.next() => {
+            tracing::warn!(signal = signal.name, "signal during startup: exiting without serving");
+            tasks.stop(config.shutdown_cleanup_timeout).await;
+            resources
+                .close_all(Instant::now() + config.shutdown_cleanup_timeout)
+                .await;
+            return Ok(shutdown::EXIT_CLEAN);
+        }
+    };
     checks.spawn_all(&tasks, &metrics);
 
     let router = http::middleware::guard(routes, &metrics, &config);

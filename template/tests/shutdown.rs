@@ -49,10 +49,7 @@ fn readiness_fails_at_once_while_the_listener_keeps_serving() {
 #[test]
 fn a_request_in_flight_at_sigterm_completes() {
     let mut service = Service::start(&[("SHUTDOWN_DRAIN_DELAY", "200ms")]);
-    let slow = get_in_background(service.http, "/slow?ms=1500");
-    service.wait_until("the slow request is in flight", |service| {
-        service.metric("http_requests_in_flight") == 1.0
-    });
+    let slow = service.request_in_flight("/slow?ms=1500");
 
     service.signal(SIGTERM);
 
@@ -102,10 +99,7 @@ fn idle_keep_alive_connections_do_not_delay_exit() {
 #[test]
 fn new_connections_are_refused_after_the_drain_delay() {
     let mut service = Service::start(&[("SHUTDOWN_DRAIN_DELAY", "300ms")]);
-    let slow = get_in_background(service.http, "/slow?ms=3000");
-    service.wait_until("the slow request is in flight", |service| {
-        service.metric("http_requests_in_flight") == 1.0
-    });
+    let slow = service.request_in_flight("/slow?ms=3000");
 
     service.signal(SIGTERM);
     service.wait_for_log(
@@ -129,10 +123,7 @@ fn the_hard_deadline_cuts_requests_and_sets_the_exit_code() {
         ("SHUTDOWN_DRAIN_DELAY", "100ms"),
         ("SHUTDOWN_TIMEOUT", "1s"),
     ]);
-    let slow = get_in_background(service.http, "/slow?ms=60000");
-    service.wait_until("the slow request is in flight", |service| {
-        service.metric("http_requests_in_flight") == 1.0
-    });
+    let slow = service.request_in_flight("/slow?ms=60000");
 
     service.signal(SIGTERM);
 
@@ -174,10 +165,7 @@ fn a_second_signal_exits_at_once() {
 #[test]
 fn background_work_and_resources_stop_after_the_last_request() {
     let mut service = Service::start(&[("SHUTDOWN_DRAIN_DELAY", "100ms")]);
-    let slow = get_in_background(service.http, "/slow?ms=800");
-    service.wait_until("the slow request is in flight", |service| {
-        service.metric("http_requests_in_flight") == 1.0
-    });
+    let slow = service.request_in_flight("/slow?ms=800");
 
     service.signal(SIGTERM);
     assert_eq!(slow.join().unwrap().unwrap().status, 200);

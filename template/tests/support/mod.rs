@@ -142,6 +142,19 @@ impl Service {
             .unwrap_or_else(|| panic!("{sample} not in /metrics:\n{text}"))
     }
 
+    /// Starts `GET path` on the application port from its own thread and returns once the
+    /// service counts it in flight.
+    pub fn request_in_flight(
+        &self,
+        path: &str,
+    ) -> std::thread::JoinHandle<std::io::Result<Response>> {
+        let request = get_in_background(self.http, path);
+        self.wait_until("the request is in flight", |service| {
+            service.metric("http_requests_in_flight") == 1.0
+        });
+        request
+    }
+
     /// Polls until `condition` holds; fails the test after [`PATIENCE`].
     pub fn wait_until(&self, what: &str, mut condition: impl FnMut(&Service) -> bool) {
         let started = Instant::now();
