@@ -32,7 +32,7 @@ async fn get(sender: &mut Sender) -> u16 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn draining_sends_goaway_and_still_serves_new_connections() {
-    let mut service = Service::start(&[("SHUTDOWN_DRAIN_DELAY", "3s")]);
+    let mut service = Service::start(&[("SHUTDOWN_DRAIN_DELAY", "6s")]);
     let (mut before, before_connection) = connect(&service).await;
     assert_eq!(get(&mut before).await, 200);
 

@@ -124,11 +124,14 @@ impl Service {
         }
     }
 
-    /// Position of the first log line with this message.
-    pub fn log_position(&self, message: &str) -> Option<usize> {
+    /// Position of the first log line with this message, waiting for it to arrive: the
+    /// process may have written it before the reader thread has seen it.
+    pub fn log_position(&self, message: &str) -> usize {
+        self.wait_for_log(message);
         self.logs()
             .iter()
             .position(|line| line["message"] == message)
+            .expect("the line just seen")
     }
 
     /// The value of one unlabelled (or fully labelled) sample from `/metrics`.
