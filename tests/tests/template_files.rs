@@ -9,22 +9,20 @@ fn every_template_file_arrives_in_the_generated_project() {
 }
 
 #[test]
-fn helm_templates_are_copied_without_liquid_processing() {
+fn helm_templates_and_dashboards_are_copied_without_liquid_processing() {
     let project = generate("helm-check", &[]).expect("defaults generate");
-    let templates = repo_root().join("template/helm/templates");
     let mut compared = 0;
-    for entry in std::fs::read_dir(&templates).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        let original = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(
-            project.read(&format!("helm/templates/{name}")),
-            original,
-            "{name}"
-        );
-        compared += 1;
+    for folder in ["helm/templates", "helm/dashboards"] {
+        let original = repo_root().join("template").join(folder);
+        for file in files_under(&original) {
+            let relative = format!("{folder}/{}", file.display());
+            let text = std::fs::read_to_string(original.join(&file)).unwrap();
+            assert!(text.contains("{{"), "{relative} has Helm or Grafana templating to protect");
+            assert_eq!(project.read(&relative), text, "{relative}");
+            compared += 1;
+        }
     }
-    assert!(compared > 0, "the chart has templates to compare");
+    assert!(compared >= 10, "only {compared} chart files compared");
 }
 
 #[test]
@@ -38,7 +36,7 @@ fn no_liquid_is_left_anywhere_else() {
             "{} keeps a Liquid tag",
             file.display()
         );
-        if !file.starts_with("helm/templates") {
+        if !file.starts_with("helm/templates") && !file.starts_with("helm/dashboards") {
             assert!(
                 !text.contains("{{"),
                 "{} keeps a placeholder",

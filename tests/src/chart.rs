@@ -1,0 +1,269 @@
+//! A generated project's Helm chart, rendered by real Helm and read back as typed
+//! Kubernetes objects: `k8s-openapi` types for built-in kinds, `kube`'s `DynamicObject` for
+//! the rest (PodMonitor, PrometheusRule).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    autoscaling::v2::HorizontalPodAutoscaler,
+    core::v1::{ConfigMap, Container, Pod, Service, ServiceAccount},
+    networking::v1::NetworkPolicy,
+    policy::v1::PodDisruptionBudget,
+};
+use kube::core::DynamicObject;
+
+use crate::repo_root;
+
+/// A tool installed by `scripts/install.sh` under `.tools/bin`, or else found on PATH.
+pub fn tool(name: &str) -> PathBuf {
+    let installed = repo_root().join(".tools").join("bin").join(name);
+    if installed.exists() {
+        installed
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+/// How to render: Kubernetes version, namespace, `--set` values and extra API versions.
+#[derive(Clone, Debug)]
+pub struct Render {
+    pub kube_version: String,
+    pub namespace: String,
+    pub sets: Vec<String>,
+    pub api_versions: Vec<String>,
+}
+
+impl Default for Render {
+    fn default() -> Self {
+        Render {
+            kube_version: "1.30.0".into(),
+            namespace: "shop".into(),
+            sets: Vec::new(),
+            api_versions: Vec::new(),
+        }
+    }
+}
+
+impl Render {
+    pub fn kube(mut self, version: &str) -> Self {
+        self.kube_version = version.into();
+        self
+    }
+
+    /// `--set key=value`.
+    pub fn set(mut self, assignment: &str) -> Self {
+        self.sets.push(assignment.into());
+        self
+    }
+
+    /// As if the cluster served this API (`--api-versions`).
+    pub fn with_api(mut self, api: &str) -> Self {
+        self.api_versions.push(api.into());
+        self
+    }
+}
+
+/// One rendered object.
+#[derive(Debug)]
+pub enum Object {
+    Deployment(Box<Deployment>),
+    Service(Box<Service>),
+    ServiceAccount(Box<ServiceAccount>),
+    PodDisruptionBudget(Box<PodDisruptionBudget>),
+    HorizontalPodAutoscaler(Box<HorizontalPodAutoscaler>),
+    NetworkPolicy(Box<NetworkPolicy>),
+    ConfigMap(Box<ConfigMap>),
+    Pod(Box<Pod>),
+    /// A kind `k8s-openapi` does not know, such as a Prometheus Operator resource.
+    Dynamic(Box<DynamicObject>),
+}
+
+/// Everything one `helm template` produced.
+#[derive(Debug)]
+pub struct Manifests {
+    pub yaml: String,
+    pub objects: Vec<Object>,
+}
+
+pub struct Chart {
+    pub dir: PathBuf,
+}
+
+impl Chart {
+    pub fn at(dir: &Path) -> Chart {
+        Chart {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn helm(&self, args: &[&str]) -> Result<String, String> {
+        let output = Command::new(tool("helm"))
+            .args(args)
+            .output()
+            .expect("helm runs (see scripts/install.sh)");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        if output.status.success() {
+            Ok(stdout + &stderr)
+        } else {
+            Err(stderr + &stdout)
+        }
+    }
+
+    /// `helm lint --strict`.
+    pub fn lint(&self, sets: &[&str]) -> Result<String, String> {
+        let mut args = vec!["lint", "--strict", self.dir.to_str().unwrap()];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        self.helm(&args)
+    }
+
+    /// `helm install --dry-run=client`: what `helm install` prints, notes included, without
+    /// a cluster.
+    pub fn install_dry_run(&self, sets: &[&str]) -> Result<String, String> {
+        let mut args = vec![
+            "install",
+            "release",
+            self.dir.to_str().unwrap(),
+            "--dry-run=client",
+            "--namespace",
+            "shop",
+        ];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        self.helm(&args)
+    }
+
+    /// `helm template`, as YAML; `Err` carries Helm's message.
+    pub fn template_yaml(&self, render: &Render) -> Result<String, String> {
+        let mut args = vec![
+            "template".to_owned(),
+            "release".to_owned(),
+            self.dir.to_str().unwrap().to_owned(),
+            "--namespace".to_owned(),
+            render.namespace.clone(),
+            "--kube-version".to_owned(),
+            render.kube_version.clone(),
+        ];
+        for set in &render.sets {
+            args.extend(["--set".to_owned(), set.clone()]);
+        }
+        for api in &render.api_versions {
+            args.extend(["--api-versions".to_owned(), api.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.helm(&args)
+    }
+
+    /// `helm template`, every document read into its type.
+    pub fn template(&self, render: &Render) -> Result<Manifests, String> {
+        let yaml = self.template_yaml(render)?;
+        let objects = parse(&yaml);
+        Ok(Manifests { yaml, objects })
+    }
+}
+
+/// Reads every document of a multi-document YAML stream into its type.
+pub fn parse(yaml: &str) -> Vec<Object> {
+    use serde::Deserialize;
+    let mut objects = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(yaml) {
+        let value = serde_yaml::Value::deserialize(document).expect("helm renders valid YAML");
+        if value.is_null() {
+            continue;
+        }
+        let json = serde_json::to_value(&value).expect("YAML maps to JSON");
+        let object = match json["kind"].as_str().unwrap_or_default() {
+            "Deployment" => Object::Deployment(typed(&json)),
+            "Service" => Object::Service(typed(&json)),
+            "ServiceAccount" => Object::ServiceAccount(typed(&json)),
+            "PodDisruptionBudget" => Object::PodDisruptionBudget(typed(&json)),
+            "HorizontalPodAutoscaler" => Object::HorizontalPodAutoscaler(typed(&json)),
+            "NetworkPolicy" => Object::NetworkPolicy(typed(&json)),
+            "ConfigMap" => Object::ConfigMap(typed(&json)),
+            "Pod" => Object::Pod(typed(&json)),
+            _ => Object::Dynamic(typed(&json)),
+        };
+        objects.push(object);
+    }
+    objects
+}
+
+/// One document as the type its kind names; a document that does not fit fails the test.
+fn typed<T: serde::de::DeserializeOwned>(json: &serde_json::Value) -> Box<T> {
+    serde_json::from_value(json.clone())
+        .unwrap_or_else(|error| panic!("{} does not fit its type: {error}\n{json:#}", json["kind"]))
+}
+
+impl Object {
+    pub fn kind(&self) -> String {
+        match self {
+            Object::Deployment(_) => "Deployment".into(),
+            Object::Service(_) => "Service".into(),
+            Object::ServiceAccount(_) => "ServiceAccount".into(),
+            Object::PodDisruptionBudget(_) => "PodDisruptionBudget".into(),
+            Object::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler".into(),
+            Object::NetworkPolicy(_) => "NetworkPolicy".into(),
+            Object::ConfigMap(_) => "ConfigMap".into(),
+            Object::Pod(_) => "Pod".into(),
+            Object::Dynamic(object) => object
+                .types
+                .as_ref()
+                .map(|types| types.kind.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl Manifests {
+    pub fn kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<String> = self.objects.iter().map(Object::kind).collect();
+        kinds.sort();
+        kinds
+    }
+
+    pub fn deployment(&self) -> &Deployment {
+        let mut found = self.objects.iter().filter_map(|object| match object {
+            Object::Deployment(deployment) => Some(deployment.as_ref()),
+            _ => None,
+        });
+        let deployment = found.next().expect("the chart renders a Deployment");
+        assert!(found.next().is_none(), "exactly one Deployment");
+        deployment
+    }
+
+    /// The Deployment's one container.
+    pub fn container(&self) -> &Container {
+        let spec = self.deployment().spec.as_ref().unwrap();
+        let containers = &spec.template.spec.as_ref().unwrap().containers;
+        assert_eq!(containers.len(), 1, "one container");
+        &containers[0]
+    }
+
+    /// The literal value of an environment variable of the container.
+    pub fn env(&self, name: &str) -> Option<String> {
+        self.container()
+            .env
+            .iter()
+            .flatten()
+            .find(|var| var.name == name)
+            .and_then(|var| var.value.clone())
+    }
+
+    pub fn dynamic(&self, kind: &str) -> Option<&DynamicObject> {
+        self.objects.iter().find_map(|object| match object {
+            Object::Dynamic(dynamic) if object.kind() == kind => Some(dynamic.as_ref()),
+            _ => None,
+        })
+    }
+
+    pub fn find<'a, T>(&'a self, pick: impl Fn(&'a Object) -> Option<&'a T>) -> Option<&'a T> {
+        self.objects.iter().find_map(pick)
+    }
+}

@@ -1,0 +1,822 @@
+//! The generated chart, rendered by real Helm and read as typed Kubernetes objects: one
+//! shutdown budget from values.yaml to the kubelet to the process.
+
+use std::{collections::BTreeMap, net::TcpListener, sync::OnceLock, time::Duration};
+
+use k8s_openapi::{
+    api::core::v1::{Container, HTTPGetAction},
+    apimachinery::pkg::util::intstr::IntOrString,
+};
+use kube_service_template_tests::{
+    Generated,
+    chart::{Chart, Manifests, Object, Render, tool},
+    generate,
+    http1::Connection,
+    service::RunningService,
+    shared_target_dir,
+};
+
+const PODMONITOR_API: &str = "monitoring.coreos.com/v1/PodMonitor";
+const PROMETHEUSRULE_API: &str = "monitoring.coreos.com/v1/PrometheusRule";
+
+/// One generated project for every test in this file.
+fn project() -> &'static Generated {
+    static PROJECT: OnceLock<Generated> = OnceLock::new();
+    PROJECT.get_or_init(|| generate("chart-service", &[]).expect("defaults generate"))
+}
+
+fn chart() -> Chart {
+    Chart::at(&project().dir.join("helm"))
+}
+
+fn render(render: Render) -> Manifests {
+    chart()
+        .template(&render)
+        .unwrap_or_else(|message| panic!("helm template failed:\n{message}"))
+}
+
+fn refusal(render: Render) -> String {
+    match chart().template_yaml(&render) {
+        Ok(_) => panic!("helm template accepted {:?}", render.sets),
+        Err(message) => message,
+    }
+}
+
+fn seconds(manifests: &Manifests, variable: &str) -> u64 {
+    let value = manifests
+        .env(variable)
+        .unwrap_or_else(|| panic!("{variable} is not set"));
+    value
+        .strip_suffix('s')
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("{variable}={value} is not whole seconds"))
+}
+
+fn grace_period(manifests: &Manifests) -> u64 {
+    let spec = manifests.deployment().spec.as_ref().unwrap();
+    spec.template
+        .spec
+        .as_ref()
+        .unwrap()
+        .termination_grace_period_seconds
+        .expect("terminationGracePeriodSeconds is set") as u64
+}
+
+/// The container port a named (or numbered) probe port refers to.
+fn container_port(container: &Container, port: &IntOrString) -> u16 {
+    match port {
+        IntOrString::Int(number) => *number as u16,
+        IntOrString::String(name) => {
+            container
+                .ports
+                .iter()
+                .flatten()
+                .find(|port| port.name.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("no container port named {name}"))
+                .container_port as u16
+        }
+    }
+}
+
+#[test]
+fn helm_lint_strict_passes_with_defaults_and_with_everything_on() {
+    chart().lint(&[]).expect("lint passes with defaults");
+    chart()
+        .lint(&[
+            "autoscaling.enabled=true",
+            "networkPolicy.enabled=true",
+            "metrics.podMonitor.enabled=true",
+            "metrics.prometheusRule.enabled=true",
+            "metrics.dashboard.enabled=true",
+            "otel.endpoint=http://collector:4318",
+        ])
+        .expect("lint passes with every option on");
+}
+
+#[test]
+fn the_default_render_holds_what_a_platform_team_expects() {
+    let manifests = render(Render::default());
+    assert_eq!(
+        manifests.kinds(),
+        [
+            "Deployment",
+            "Pod",
+            "PodDisruptionBudget",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    let deployment = manifests.deployment();
+    let spec = deployment.spec.as_ref().unwrap();
+    let strategy = spec
+        .strategy
+        .as_ref()
+        .unwrap()
+        .rolling_update
+        .as_ref()
+        .unwrap();
+    assert_eq!(strategy.max_unavailable, Some(IntOrString::Int(0)));
+    assert!(spec.min_ready_seconds.unwrap() > 0);
+    let pod = spec.template.spec.as_ref().unwrap();
+    let spread = &pod.topology_spread_constraints.as_ref().unwrap()[0];
+    assert_eq!(spread.when_unsatisfiable, "ScheduleAnyway");
+    assert_eq!(pod.automount_service_account_token, Some(false));
+
+    let security = pod.security_context.as_ref().unwrap();
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(
+        security.seccomp_profile.as_ref().unwrap().type_,
+        "RuntimeDefault"
+    );
+    let container = manifests.container();
+    let hardened = container.security_context.as_ref().unwrap();
+    assert_eq!(hardened.read_only_root_filesystem, Some(true));
+    assert_eq!(hardened.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        hardened
+            .capabilities
+            .as_ref()
+            .unwrap()
+            .drop
+            .as_ref()
+            .unwrap(),
+        &["ALL"]
+    );
+    let resources = container.resources.as_ref().unwrap();
+    assert!(resources.requests.is_some() && resources.limits.is_some());
+
+    let labels = deployment.metadata.labels.as_ref().unwrap();
+    for label in [
+        "app.kubernetes.io/name",
+        "app.kubernetes.io/instance",
+        "app.kubernetes.io/version",
+        "app.kubernetes.io/managed-by",
+        "helm.sh/chart",
+    ] {
+        assert!(labels.contains_key(label), "{label}");
+    }
+    assert_eq!(deployment.metadata.namespace.as_deref(), Some("shop"));
+}
+
+#[test]
+fn the_grace_period_is_the_budget_and_the_env_carries_the_same_values() {
+    for (pre_stop, drain, timeout, cleanup, margin) in [(5, 5, 20, 5, 2), (12, 3, 45, 8, 4)] {
+        let manifests = render(
+            Render::default()
+                .set(&format!("shutdown.preStopDelaySeconds={pre_stop}"))
+                .set(&format!("shutdown.drainDelaySeconds={drain}"))
+                .set(&format!("shutdown.timeoutSeconds={timeout}"))
+                .set(&format!("shutdown.cleanupTimeoutSeconds={cleanup}"))
+                .set(&format!("shutdown.marginSeconds={margin}")),
+        );
+        assert_eq!(
+            grace_period(&manifests),
+            pre_stop + timeout + cleanup + margin
+        );
+        assert_eq!(seconds(&manifests, "PRESTOP_DELAY"), pre_stop);
+        assert_eq!(seconds(&manifests, "SHUTDOWN_DRAIN_DELAY"), drain);
+        assert_eq!(seconds(&manifests, "SHUTDOWN_TIMEOUT"), timeout);
+        assert_eq!(seconds(&manifests, "SHUTDOWN_CLEANUP_TIMEOUT"), cleanup);
+        let annotations = manifests
+            .deployment()
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap();
+        let budget = &annotations["shutdown-budget"];
+        assert!(
+            budget.contains(&format!(
+                "= {} seconds",
+                pre_stop + timeout + cleanup + margin
+            )),
+            "{budget}"
+        );
+    }
+}
+
+#[test]
+fn an_explicit_grace_period_is_kept_when_it_covers_the_budget() {
+    let manifests = render(Render::default().set("shutdown.terminationGracePeriodSeconds=60"));
+    assert_eq!(grace_period(&manifests), 60);
+}
+
+#[test]
+fn an_explicit_grace_period_too_small_fails_with_the_arithmetic() {
+    let message = refusal(Render::default().set("shutdown.terminationGracePeriodSeconds=20"));
+    assert!(
+        message.contains(
+            "shutdown.terminationGracePeriodSeconds (20) is shorter than the shutdown budget"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("preStopDelaySeconds (5) + timeoutSeconds (20) + cleanupTimeoutSeconds (5) + marginSeconds (2) = 32"),
+        "{message}"
+    );
+    assert!(message.contains("at least 32"), "{message}");
+}
+
+#[test]
+fn a_drain_delay_not_shorter_than_the_timeout_fails() {
+    let message = refusal(Render::default().set("shutdown.drainDelaySeconds=20"));
+    assert!(
+        message.contains(
+            "shutdown.drainDelaySeconds (20) must be shorter than shutdown.timeoutSeconds (20)"
+        ),
+        "{message}"
+    );
+}
+
+fn pre_stop(manifests: &Manifests) -> (Option<i64>, Option<HTTPGetAction>) {
+    let hook = manifests
+        .container()
+        .lifecycle
+        .as_ref()
+        .and_then(|lifecycle| lifecycle.pre_stop.clone())
+        .expect("a preStop hook");
+    (hook.sleep.map(|sleep| sleep.seconds), hook.http_get)
+}
+
+#[test]
+fn the_pre_stop_hook_follows_the_kubernetes_version() {
+    for (version, native_sleep) in [
+        ("1.29.0", false),
+        ("v1.29.8-gke.1000", false),
+        ("1.30.0", true),
+        ("v1.31.2-eks-abc", true),
+    ] {
+        let manifests = render(Render::default().kube(version));
+        match pre_stop(&manifests) {
+            (Some(sleep_seconds), None) => {
+                assert!(
+                    native_sleep,
+                    "{version}: sleep action on a cluster without it"
+                );
+                assert_eq!(sleep_seconds as u64, seconds(&manifests, "PRESTOP_DELAY"));
+            }
+            (None, Some(http_get)) => {
+                assert!(!native_sleep, "{version}: httpGet where sleep is available");
+                assert_eq!(http_get.path.as_deref(), Some("/prestop"));
+                assert_eq!(http_get.port, IntOrString::String("admin".into()));
+            }
+            other => panic!("{version}: unexpected preStop {other:?}"),
+        }
+    }
+    let forced = render(
+        Render::default()
+            .kube("1.31.0")
+            .set("shutdown.preStop.mode=httpGet"),
+    );
+    assert!(pre_stop(&forced).1.is_some());
+    let forced = render(
+        Render::default()
+            .kube("1.29.0")
+            .set("shutdown.preStop.mode=sleep"),
+    );
+    assert!(pre_stop(&forced).0.is_some());
+}
+
+#[test]
+fn the_values_schema_refuses_nonsense_with_helms_message() {
+    for (assignment, expected) in [
+        (
+            "shutdown.timeoutSeconds=-5",
+            "at '/shutdown/timeoutSeconds': minimum: got -5, want 1",
+        ),
+        (
+            "shutdown.drainDelaySeconds=0",
+            "at '/shutdown/drainDelaySeconds': minimum: got 0, want 1",
+        ),
+        (
+            "shutdown.timeoutSeconds=soon",
+            "at '/shutdown/timeoutSeconds': got string, want integer",
+        ),
+        (
+            "shutdown.grace=30",
+            "at '/shutdown': additional properties 'grace' not allowed",
+        ),
+        ("shutdown.preStop.mode=exec", "at '/shutdown/preStop/mode'"),
+        (
+            "ports.http=70000",
+            "at '/ports/http': maximum: got 70,000, want 65,535",
+        ),
+        ("ports.admin=0", "at '/ports/admin': minimum: got 0, want 1"),
+        (
+            "replicaCount=two",
+            "at '/replicaCount': got string, want integer",
+        ),
+    ] {
+        let message = refusal(Render::default().set(assignment));
+        assert!(
+            message.contains("values don't meet the specifications of the schema"),
+            "{assignment}: {message}"
+        );
+        assert!(message.contains(expected), "{assignment}: {message}");
+    }
+}
+
+#[test]
+fn the_service_carries_application_traffic_only() {
+    let manifests = render(Render::default());
+    let service = manifests
+        .find(|object| match object {
+            Object::Service(service) => Some(service.as_ref()),
+            _ => None,
+        })
+        .unwrap();
+    let ports = service.spec.as_ref().unwrap().ports.as_ref().unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(
+        ports[0].target_port,
+        Some(IntOrString::String("http".into()))
+    );
+    let container = manifests.container();
+    let http = container_port(container, &IntOrString::String("http".into()));
+    assert_eq!(manifests.env("HTTP_ADDR"), Some(format!("0.0.0.0:{http}")));
+    let admin = container_port(container, &IntOrString::String("admin".into()));
+    assert_eq!(
+        manifests.env("ADMIN_ADDR"),
+        Some(format!("0.0.0.0:{admin}"))
+    );
+}
+
+#[test]
+fn monitoring_objects_follow_the_switches_and_the_cluster() {
+    let kinds = |render_with: Render| render(render_with).kinds();
+    let has = |kinds: &[String], kind: &str| kinds.iter().any(|k| k == kind);
+
+    let plain = kinds(Render::default());
+    assert!(!has(&plain, "PodMonitor") && !has(&plain, "PrometheusRule"));
+    let detected = kinds(
+        Render::default()
+            .with_api(PODMONITOR_API)
+            .with_api(PROMETHEUSRULE_API),
+    );
+    assert!(has(&detected, "PodMonitor") && has(&detected, "PrometheusRule"));
+    let refused = kinds(
+        Render::default()
+            .with_api(PODMONITOR_API)
+            .with_api(PROMETHEUSRULE_API)
+            .set("metrics.podMonitor.enabled=false")
+            .set("metrics.prometheusRule.enabled=false"),
+    );
+    assert!(!has(&refused, "PodMonitor") && !has(&refused, "PrometheusRule"));
+
+    let asked = render(
+        Render::default()
+            .set("metrics.podMonitor.enabled=true")
+            .set("metrics.prometheusRule.enabled=true")
+            .set("metrics.dashboard.enabled=true"),
+    );
+    let monitor = asked
+        .dynamic("PodMonitor")
+        .expect("a PodMonitor when asked");
+    let endpoint = &monitor.data["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"], "admin");
+    assert_eq!(endpoint["path"], "/metrics");
+    let pod_labels = asked
+        .deployment()
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
+    let selector: BTreeMap<String, String> =
+        serde_json::from_value(monitor.data["spec"]["selector"]["matchLabels"].clone()).unwrap();
+    assert!(
+        selector
+            .iter()
+            .all(|(key, value)| pod_labels.get(key) == Some(value))
+    );
+
+    let rule = asked
+        .dynamic("PrometheusRule")
+        .expect("a PrometheusRule when asked");
+    let alerts: Vec<&str> = rule.data["spec"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|group| group["rules"].as_array().unwrap())
+        .map(|rule| rule["alert"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        alerts,
+        [
+            "ShutdownCutRequests",
+            "ReadinessFlapping",
+            "HighServerErrorRate"
+        ]
+    );
+
+    let dashboard = asked
+        .find(|object| match object {
+            Object::ConfigMap(map) => Some(map.as_ref()),
+            _ => None,
+        })
+        .expect("a dashboard ConfigMap when asked");
+    assert_eq!(
+        dashboard.metadata.labels.as_ref().unwrap()["grafana_dashboard"],
+        "1"
+    );
+    let json = dashboard.data.as_ref().unwrap().values().next().unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(json).expect("the dashboard is JSON");
+    let queries = dashboard.to_string();
+    for metric in [
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "http_requests_in_flight",
+        "lifecycle_draining",
+    ] {
+        assert!(queries.contains(metric), "the dashboard shows {metric}");
+    }
+}
+
+#[test]
+fn availability_objects_follow_replicas_and_switches() {
+    let single = render(Render::default().set("replicaCount=1"));
+    assert!(!single.kinds().contains(&"PodDisruptionBudget".to_owned()));
+
+    let everything = render(
+        Render::default()
+            .set("autoscaling.enabled=true")
+            .set("networkPolicy.enabled=true"),
+    );
+    assert!(
+        everything
+            .deployment()
+            .spec
+            .as_ref()
+            .unwrap()
+            .replicas
+            .is_none(),
+        "the HPA owns replicas"
+    );
+    let hpa = everything
+        .find(|object| match object {
+            Object::HorizontalPodAutoscaler(hpa) => Some(hpa.as_ref()),
+            _ => None,
+        })
+        .expect("an HPA");
+    assert_eq!(
+        hpa.spec.as_ref().unwrap().scale_target_ref.kind,
+        "Deployment"
+    );
+    let policy = everything
+        .find(|object| match object {
+            Object::NetworkPolicy(policy) => Some(policy.as_ref()),
+            _ => None,
+        })
+        .expect("a NetworkPolicy");
+    let ingress = policy.spec.as_ref().unwrap().ingress.as_ref().unwrap();
+    let admin_rule = ingress
+        .iter()
+        .find(|rule| {
+            rule.ports.as_ref().unwrap()[0].port == Some(IntOrString::String("admin".into()))
+        })
+        .expect("a rule for the admin port");
+    assert!(
+        admin_rule
+            .from
+            .as_ref()
+            .is_some_and(|peers| !peers.is_empty()),
+        "the admin port is not open to all"
+    );
+}
+
+#[test]
+fn opentelemetry_is_wired_from_values_and_the_downward_api() {
+    let manifests = render(
+        Render::default()
+            .set("otel.endpoint=http://collector.observability:4318")
+            .set("otel.resourceAttributes.team=payments"),
+    );
+    assert_eq!(
+        manifests.env("OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
+        Some("http://collector.observability:4318")
+    );
+    let attributes = manifests.env("OTEL_RESOURCE_ATTRIBUTES").unwrap();
+    for expected in [
+        "k8s.pod.name=$(POD_NAME)",
+        "k8s.namespace.name=$(POD_NAMESPACE)",
+        "k8s.node.name=$(NODE_NAME)",
+        "team=payments",
+    ] {
+        assert!(attributes.contains(expected), "{attributes}");
+    }
+    let downward: BTreeMap<String, String> = manifests
+        .container()
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|var| {
+            let field = var.value_from.as_ref()?.field_ref.as_ref()?;
+            Some((var.name.clone(), field.field_path.clone()))
+        })
+        .collect();
+    assert_eq!(downward["POD_NAME"], "metadata.name");
+    assert_eq!(downward["POD_NAMESPACE"], "metadata.namespace");
+    assert_eq!(downward["NODE_NAME"], "spec.nodeName");
+    assert!(
+        render(Render::default())
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .is_none()
+    );
+}
+
+#[test]
+fn the_helm_test_pod_uses_the_services_own_image_and_healthcheck() {
+    let manifests = render(Render::default());
+    let pod = manifests
+        .find(|object| match object {
+            Object::Pod(pod) => Some(pod.as_ref()),
+            _ => None,
+        })
+        .expect("a helm test Pod");
+    assert_eq!(
+        pod.metadata.annotations.as_ref().unwrap()["helm.sh/hook"],
+        "test"
+    );
+    let container = &pod.spec.as_ref().unwrap().containers[0];
+    assert_eq!(container.image, manifests.container().image);
+    assert_eq!(container.args.as_ref().unwrap()[0], "healthcheck");
+}
+
+#[test]
+fn names_follow_the_overrides() {
+    let named = render(Render::default().set("fullnameOverride=orders"));
+    assert_eq!(named.deployment().metadata.name.as_deref(), Some("orders"));
+    let renamed = render(Render::default().set("nameOverride=api"));
+    assert_eq!(
+        renamed.deployment().metadata.name.as_deref(),
+        Some("release-api")
+    );
+}
+
+/// Probes, the preStop hook and the env are checked against the binary itself: it is
+/// started with the rendered environment, and every path the kubelet would call is asked.
+#[test]
+fn the_running_binary_serves_every_path_the_kubelet_calls() {
+    let project = project();
+    project.cargo_ok(&["build"]);
+    let binary = shared_target_dir().join("debug").join("chart-service");
+
+    let free_port = || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    for kube_version in ["1.29.0", "1.30.0"] {
+        let manifests = render(
+            Render::default()
+                .kube(kube_version)
+                .set(&format!("ports.http={}", free_port()))
+                .set(&format!("ports.admin={}", free_port()))
+                .set("shutdown.preStopDelaySeconds=1"),
+        );
+        let container = manifests.container();
+        // The rendered env as the kubelet would pass it, on loopback instead of all interfaces.
+        let env: Vec<(String, String)> = container
+            .env
+            .iter()
+            .flatten()
+            .map(|var| {
+                let value = var
+                    .value
+                    .clone()
+                    .unwrap_or_else(|| format!("resolved-{}", var.name.to_lowercase()));
+                (var.name.clone(), value.replace("0.0.0.0:", "127.0.0.1:"))
+            })
+            .collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let service = RunningService::start(&binary, &env, |_| {});
+
+        let mut calls: Vec<(&str, &HTTPGetAction)> = Vec::new();
+        for (probe, name) in [
+            (&container.startup_probe, "startup"),
+            (&container.liveness_probe, "liveness"),
+            (&container.readiness_probe, "readiness"),
+        ] {
+            let action = probe.as_ref().and_then(|probe| probe.http_get.as_ref());
+            calls.push((
+                name,
+                action.unwrap_or_else(|| panic!("{name} probe uses httpGet")),
+            ));
+        }
+        // Last: once the preStop hook has answered, readiness is off.
+        let (_, pre_stop_get) = pre_stop(&manifests);
+        if let Some(action) = pre_stop_get.as_ref() {
+            calls.push(("preStop", action));
+        }
+        for (name, action) in calls {
+            let port = container_port(container, &action.port);
+            let address = format!("127.0.0.1:{port}").parse().unwrap();
+            let path = action.path.as_deref().unwrap_or("/");
+            let response = Connection::open(address, Duration::from_secs(10))
+                .and_then(|mut connection| connection.get(path))
+                .unwrap_or_else(|err| {
+                    panic!("{kube_version} {name}: GET {path} on port {port}: {err}")
+                });
+            assert_eq!(response.status, 200, "{kube_version} {name}: GET {path}");
+        }
+        assert_eq!(
+            service.admin.port(),
+            container_port(container, &IntOrString::String("admin".into()))
+        );
+        assert_eq!(
+            service.http.port(),
+            container_port(container, &IntOrString::String("http".into()))
+        );
+    }
+}
+
+#[test]
+fn helm_install_tells_the_budget_and_refuses_a_short_grace_period() {
+    let output = chart()
+        .install_dry_run(&["shutdown.timeoutSeconds=30"])
+        .expect("a dry-run install succeeds");
+    let notes = &output[output.find("NOTES:").expect("helm prints the notes")..];
+    assert!(
+        notes.contains("preStopDelaySeconds (5) + timeoutSeconds (30) + cleanupTimeoutSeconds (5) + marginSeconds (2) = 42 seconds"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("terminationGracePeriodSeconds: 42"),
+        "{notes}"
+    );
+
+    let refused = chart()
+        .install_dry_run(&["shutdown.terminationGracePeriodSeconds=10"])
+        .expect_err("helm install refuses a grace period shorter than the budget");
+    assert!(refused.contains("at least 32"), "{refused}");
+}
+
+/// Renders worth scanning: the defaults on the two sides of the preStop switch, and every
+/// optional object on.
+fn scanned_renders() -> Vec<(&'static str, Render)> {
+    vec![
+        ("defaults-1.29", Render::default().kube("1.29.0")),
+        ("defaults-1.30", Render::default().kube("1.30.0")),
+        (
+            "everything-on",
+            Render::default()
+                .kube("1.30.0")
+                .with_api(PODMONITOR_API)
+                .with_api(PROMETHEUSRULE_API)
+                .set("autoscaling.enabled=true")
+                .set("networkPolicy.enabled=true")
+                .set("metrics.dashboard.enabled=true")
+                .set("otel.endpoint=http://collector:4318"),
+        ),
+    ]
+}
+
+fn write_render(name: &str, render: &Render) -> std::path::PathBuf {
+    let yaml = chart().template_yaml(render).expect("renders");
+    let path = project().dir.join(format!("rendered-{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+#[test]
+fn rendered_manifests_pass_kubernetes_validate_strict() {
+    for (name, render) in scanned_renders() {
+        let path = write_render(name, &render);
+        let output = std::process::Command::new(tool("kubernetes-validate"))
+            .args([
+                "--strict",
+                "--quiet",
+                "-k",
+                render.kube_version.trim_start_matches('v'),
+            ])
+            .arg(&path)
+            .output()
+            .expect("kubernetes-validate runs (see scripts/install.sh)");
+        assert!(
+            output.status.success(),
+            "{name}: kubernetes-validate --strict failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// The checks `.checkov.yaml` skips, each with its reason.
+fn checkov_skips() -> Vec<(String, String)> {
+    project()
+        .read("helm/.checkov.yaml")
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- CKV"))
+        .map(|rest| {
+            let (id, reason) = rest.split_once('#').unwrap_or((rest, ""));
+            (format!("CKV{}", id.trim()), reason.trim().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn rendered_manifests_pass_checkov_except_the_listed_checks() {
+    let skips = checkov_skips();
+    assert!(!skips.is_empty());
+    for (id, reason) in &skips {
+        assert!(reason.len() > 20, "{id} is skipped without a reason");
+    }
+    for (name, render) in scanned_renders() {
+        let path = write_render(name, &render);
+        let output = std::process::Command::new(tool("checkov"))
+            .arg("--config-file")
+            .arg(project().dir.join("helm/.checkov.yaml"))
+            .arg("-f")
+            .arg(&path)
+            .args(["--skip-download", "--quiet", "--output", "json"])
+            .env("BC_SKIP_MAPPING", "TRUE")
+            .output()
+            .expect("checkov runs (see scripts/install.sh)");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let report: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|err| panic!("{name}: checkov printed no JSON ({err}):\n{stdout}"));
+        let failed: Vec<String> = report["results"]["failed_checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|check| {
+                format!(
+                    "{} {} on {}",
+                    check["check_id"], check["check_name"], check["resource"]
+                )
+            })
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "{name}: checkov failed checks:\n{}",
+            failed.join("\n")
+        );
+        let passed = report["summary"]["passed"].as_u64().unwrap_or(0);
+        assert!(passed > 100, "{name}: checkov ran only {passed} checks");
+        println!(
+            "checkov {name}: {passed} passed, 0 failed, skipped {}",
+            skips.len()
+        );
+    }
+}
+
+/// Table rows without the padding, which depends on the width of the longest value.
+fn tables_without_padding(markdown: &str) -> Vec<String> {
+    markdown
+        .lines()
+        .map(|line| {
+            if !line.starts_with('|') {
+                return line.trim_end().to_owned();
+            }
+            line.split('|')
+                .map(|cell| {
+                    let cell = cell.trim();
+                    if !cell.is_empty() && cell.chars().all(|c| c == '-') {
+                        "-"
+                    } else {
+                        cell
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect()
+}
+
+#[test]
+fn the_values_reference_in_the_chart_readme_is_in_sync_with_values_yaml() {
+    let readme = project().read("helm/README.md");
+    let regenerated = project().dir.join("helm-readme-regenerated.md");
+    std::fs::write(&regenerated, &readme).unwrap();
+    let output = std::process::Command::new(tool("readme-generator"))
+        .arg("--values")
+        .arg(project().dir.join("helm/values.yaml"))
+        .arg("--readme")
+        .arg(&regenerated)
+        .output()
+        .expect("readme-generator runs (see scripts/install.sh)");
+    assert!(
+        output.status.success(),
+        "readme-generator refused values.yaml:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let regenerated = std::fs::read_to_string(&regenerated).unwrap();
+    assert_eq!(
+        tables_without_padding(&readme),
+        tables_without_padding(&regenerated),
+        "helm/README.md is out of date: run the command in its \"Updating this file\" section"
+    );
+}
