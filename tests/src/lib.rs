@@ -4,6 +4,7 @@
 pub mod chart;
 pub mod http1;
 pub mod service;
+pub mod sim;
 
 use std::{
     path::{Path, PathBuf},

@@ -17,7 +17,10 @@ fn helm_templates_and_dashboards_are_copied_without_liquid_processing() {
         for file in files_under(&original) {
             let relative = format!("{folder}/{}", file.display());
             let text = std::fs::read_to_string(original.join(&file)).unwrap();
-            assert!(text.contains("{{"), "{relative} has Helm or Grafana templating to protect");
+            assert!(
+                text.contains("{{"),
+                "{relative} has Helm or Grafana templating to protect"
+            );
             assert_eq!(project.read(&relative), text, "{relative}");
             compared += 1;
         }

@@ -1,0 +1,443 @@
+//! One pod as the kubelet runs it: the process with the spec's environment, the probes on
+//! the spec's schedule, and on deletion the preStop hook, SIGTERM, and SIGKILL when the grace
+//! period (counted from deletion, preStop included) runs out.
+
+use std::{
+    collections::BTreeMap,
+    net::{SocketAddr, TcpListener as StdListener},
+    path::Path,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    process::Command,
+    sync::watch,
+    time::Instant,
+};
+
+use super::{
+    network::Endpoints,
+    pod_template::{PodIdentity, PodTemplate, PreStop, Probe},
+    timeline::Timeline,
+};
+
+/// The kubelet's minimum time between SIGTERM and SIGKILL when preStop used up the grace period.
+const MINIMUM_GRACE_AFTER_PRE_STOP: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodStatus {
+    pub started: bool,
+    pub ready: bool,
+    pub ready_since: Option<Instant>,
+    pub deleted_at: Option<Instant>,
+    pub exit: Option<Exit>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exit {
+    /// The exit code, or 128 + the signal that ended the process.
+    pub code: i32,
+    pub sigkilled: bool,
+    pub at: Instant,
+}
+
+pub struct Pod {
+    pub name: String,
+    pub revision: u32,
+    /// The loopback port standing for each container port.
+    pub host_ports: BTreeMap<u16, u16>,
+    template: Arc<PodTemplate>,
+    status: watch::Sender<PodStatus>,
+    pid: u32,
+    timeline: Arc<Timeline>,
+    endpoints: Arc<Endpoints>,
+    last_metrics: Mutex<Option<(Instant, String)>>,
+    liveness_failures: Mutex<u32>,
+}
+
+impl Pod {
+    /// Starts the container and its probes; the pod joins the endpoints once ready.
+    pub fn start(
+        binary: &Path,
+        template: Arc<PodTemplate>,
+        identity: &PodIdentity,
+        revision: u32,
+        log_dir: &Path,
+        timeline: Arc<Timeline>,
+        endpoints: Arc<Endpoints>,
+    ) -> std::io::Result<Arc<Pod>> {
+        let host_ports: BTreeMap<u16, u16> = template
+            .ports
+            .values()
+            .map(|&port| Ok((port, free_port()?)))
+            .collect::<std::io::Result<_>>()?;
+        let env = template.env_for(identity, &host_ports);
+        let log = std::fs::File::create(log_dir.join(format!("{}.log", identity.name)))?;
+        let mut child = Command::new(binary)
+            .env_clear()
+            .envs(env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log.try_clone()?))
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().expect("a running child has a pid");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let pod = Arc::new(Pod {
+            name: identity.name.clone(),
+            revision,
+            host_ports,
+            template,
+            status: watch::Sender::new(PodStatus::default()),
+            pid,
+            timeline,
+            endpoints,
+            last_metrics: Mutex::new(None),
+            liveness_failures: Mutex::new(0),
+        });
+        pod.timeline.record(&pod.name, "container started");
+        tokio::spawn(follow_logs(
+            stdout,
+            log,
+            pod.name.clone(),
+            pod.timeline.clone(),
+        ));
+
+        let waiting = pod.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            use std::os::unix::process::ExitStatusExt;
+            let code = status
+                .map(|status| {
+                    status
+                        .code()
+                        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+                })
+                .unwrap_or(-1);
+            waiting.status.send_modify(|state| {
+                let sigkilled = state.exit.as_ref().is_some_and(|exit| exit.sigkilled);
+                state.exit = Some(Exit {
+                    code,
+                    sigkilled,
+                    at: Instant::now(),
+                });
+                state.ready = false;
+            });
+            waiting
+                .timeline
+                .record(&waiting.name, format!("container exited with {code}"));
+            waiting.publish();
+        });
+        tokio::spawn(pod.clone().probe());
+        Ok(pod)
+    }
+
+    pub fn status(&self) -> PodStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<PodStatus> {
+        self.status.subscribe()
+    }
+
+    pub fn is_terminating(&self) -> bool {
+        self.status.borrow().deleted_at.is_some()
+    }
+
+    /// Ready continuously for at least minReadySeconds, and not terminating.
+    pub fn is_available(&self, now: Instant) -> bool {
+        let status = self.status.borrow();
+        status.deleted_at.is_none()
+            && status.exit.is_none()
+            && status
+                .ready_since
+                .is_some_and(|since| now >= since + self.template.min_ready)
+    }
+
+    pub fn liveness_failures(&self) -> u32 {
+        *self.liveness_failures.lock().unwrap()
+    }
+
+    /// The last `/metrics` text scraped from the port named `port_name`, and when.
+    pub fn last_metrics(&self) -> Option<(Instant, String)> {
+        self.last_metrics.lock().unwrap().clone()
+    }
+
+    fn host_addr(&self, container_port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.host_ports[&container_port]))
+    }
+
+    /// Tells the endpoints controller what this pod is now.
+    fn publish(&self) {
+        let status = self.status.borrow().clone();
+        let ready = status.ready && status.deleted_at.is_none() && status.exit.is_none();
+        if let Some(&http) = self.template.ports.get("http") {
+            self.endpoints
+                .publish(&self.name, self.host_addr(http), ready);
+        }
+    }
+
+    fn exited(&self) -> bool {
+        self.status.borrow().exit.is_some()
+    }
+
+    /// Startup probe until it passes, then liveness and readiness for the pod's whole life.
+    async fn probe(self: Arc<Self>) {
+        if let Some(startup) = self.template.startup.clone() {
+            tokio::time::sleep(startup.initial_delay).await;
+            let mut failures = 0;
+            loop {
+                if self.exited() {
+                    return;
+                }
+                if self.check(&startup).await {
+                    break;
+                }
+                failures += 1;
+                if failures >= startup.failure_threshold && !self.is_terminating() {
+                    self.timeline.record(
+                        &self.name,
+                        "startup probe failed: the kubelet would restart the container",
+                    );
+                    failures = 0;
+                }
+                tokio::time::sleep(startup.period).await;
+            }
+        }
+        self.status.send_modify(|status| status.started = true);
+        self.timeline.record(&self.name, "started");
+        if let Some(liveness) = self.template.liveness.clone() {
+            tokio::spawn(self.clone().liveness(liveness));
+        }
+        match self.template.readiness.clone() {
+            Some(readiness) => self.readiness(readiness).await,
+            None => self.set_ready(true),
+        }
+    }
+
+    async fn liveness(self: Arc<Self>, probe: Probe) {
+        tokio::time::sleep(probe.initial_delay).await;
+        let mut failures = 0;
+        while !self.exited() {
+            // Once the pod is terminating, the kubelet ignores liveness results.
+            if !self.check(&probe).await && !self.is_terminating() {
+                failures += 1;
+                if failures >= probe.failure_threshold {
+                    *self.liveness_failures.lock().unwrap() += 1;
+                    self.timeline.record(
+                        &self.name,
+                        "liveness probe failed: the kubelet would restart the container",
+                    );
+                    failures = 0;
+                }
+            } else {
+                failures = 0;
+            }
+            tokio::time::sleep(probe.period).await;
+        }
+    }
+
+    /// Readiness is still probed while terminating, as the kubelet does.
+    async fn readiness(self: Arc<Self>, probe: Probe) {
+        tokio::time::sleep(probe.initial_delay).await;
+        let (mut successes, mut failures) = (0, 0);
+        while !self.exited() {
+            if self.check(&probe).await {
+                successes += 1;
+                failures = 0;
+                if successes >= probe.success_threshold {
+                    self.set_ready(true);
+                }
+            } else {
+                failures += 1;
+                successes = 0;
+                if failures >= probe.failure_threshold {
+                    self.set_ready(false);
+                }
+            }
+            tokio::time::sleep(probe.period).await;
+        }
+    }
+
+    fn set_ready(&self, ready: bool) {
+        let changed = self.status.send_if_modified(|status| {
+            if status.ready == ready {
+                return false;
+            }
+            status.ready = ready;
+            status.ready_since = ready.then(Instant::now);
+            true
+        });
+        if changed {
+            self.timeline
+                .record(&self.name, if ready { "ready" } else { "not ready" });
+            self.publish();
+        }
+    }
+
+    async fn check(&self, probe: &Probe) -> bool {
+        matches!(
+            http_get(self.host_addr(probe.port), &probe.path, probe.timeout).await,
+            Ok((200..=399, _))
+        )
+    }
+
+    /// Scrapes `path` on the container port `port` every `period` until the process exits.
+    pub fn scrape_metrics(self: &Arc<Self>, port: u16, path: &str, period: Duration) {
+        let (pod, path) = (self.clone(), path.to_owned());
+        tokio::spawn(async move {
+            while !pod.exited() {
+                if let Ok((200, body)) =
+                    http_get(pod.host_addr(port), &path, Duration::from_secs(1)).await
+                {
+                    *pod.last_metrics.lock().unwrap() = Some((Instant::now(), body));
+                }
+                tokio::time::sleep(period).await;
+            }
+        });
+    }
+
+    /// Deletes the pod: endpoints first, then preStop, SIGTERM, and SIGKILL at the deadline.
+    pub fn delete(self: &Arc<Self>) {
+        let deleted_at = Instant::now();
+        self.status
+            .send_modify(|status| status.deleted_at = Some(deleted_at));
+        self.timeline.record(&self.name, "deleted");
+        self.publish();
+        tokio::spawn(self.clone().terminate(deleted_at));
+    }
+
+    async fn terminate(self: Arc<Self>, deleted_at: Instant) {
+        let grace_deadline = deleted_at + self.template.grace;
+        match self.template.pre_stop.clone() {
+            PreStop::None => {}
+            PreStop::Sleep(duration) => {
+                self.timeline.record(
+                    &self.name,
+                    format!("preStop: sleep {}s", duration.as_secs()),
+                );
+                let _ = tokio::time::timeout_at(grace_deadline, tokio::time::sleep(duration)).await;
+            }
+            PreStop::HttpGet { path, port } => {
+                self.timeline
+                    .record(&self.name, format!("preStop: GET {path}"));
+                let hook = http_get(self.host_addr(port), &path, self.template.grace);
+                let _ = tokio::time::timeout_at(grace_deadline, hook).await;
+            }
+        }
+        if self.exited() {
+            return;
+        }
+        self.signal(libc::SIGTERM);
+        self.timeline.record(&self.name, "SIGTERM");
+        let left = grace_deadline.saturating_duration_since(Instant::now());
+        let mut status = self.subscribe();
+        let exited = tokio::time::timeout(
+            left.max(MINIMUM_GRACE_AFTER_PRE_STOP),
+            status.wait_for(|status| status.exit.is_some()),
+        )
+        .await;
+        if exited.is_err() {
+            self.status.send_modify(|status| {
+                status.exit = Some(Exit {
+                    code: 137,
+                    sigkilled: true,
+                    at: Instant::now(),
+                });
+            });
+            self.signal(libc::SIGKILL);
+            self.timeline
+                .record(&self.name, "grace period over: SIGKILL");
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe { libc::kill(self.pid as i32, signal) };
+    }
+
+    /// Ends the process at once; for tearing the simulation down.
+    pub fn kill(&self) {
+        if !self.exited() {
+            self.signal(libc::SIGKILL);
+        }
+    }
+}
+
+/// Keeps the container's log, and puts the service's own shutdown story on the timeline.
+async fn follow_logs(
+    stdout: tokio::process::ChildStdout,
+    log: std::fs::File,
+    pod: String,
+    timeline: Arc<Timeline>,
+) {
+    use std::io::Write;
+    use tokio::io::AsyncBufReadExt;
+    let mut log = std::io::BufWriter::new(log);
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let _ = writeln!(log, "{line}");
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let message = entry["message"].as_str().unwrap_or_default();
+        if message.starts_with("shutdown") || message.starts_with("pre-stop") {
+            let details: Vec<String> = [
+                "in_flight",
+                "open_connections",
+                "requests_cut",
+                "outcome",
+                "took_ms",
+                "exit_code",
+            ]
+            .iter()
+            .filter_map(|key| entry.get(*key).map(|value| format!("{key}={value}")))
+            .collect();
+            timeline.record(
+                &pod,
+                format!("  │ {message} {}", details.join(" "))
+                    .trim_end()
+                    .to_owned(),
+            );
+        }
+    }
+    let _ = log.flush();
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One HTTP/1.1 GET on a fresh connection, as the kubelet's probes and hooks do.
+pub async fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/sim\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| std::io::Error::other("no status line"))?;
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}

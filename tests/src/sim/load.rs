@@ -1,0 +1,293 @@
+//! Constant-rate HTTP/1.1 keep-alive load through the Service proxy, from two clients:
+//! - standard: hyper-util's pooled client, with its default retry of requests that never
+//!   reached the server (what most Rust services would use);
+//! - strict: a raw keep-alive pool that retries nothing, so every error a server causes is
+//!   counted.
+//!
+//! Open loop: requests start on schedule whether or not earlier ones have finished. Bounded
+//! in time and in count.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+    sync::mpsc,
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Requests per second, both clients together.
+    pub rate: u32,
+    /// Every n-th request of each client is slow.
+    pub slow_every: u32,
+    pub slow: Duration,
+    /// Give up on a request after this long.
+    pub request_timeout: Duration,
+    /// Hard bounds, whatever the scenario does.
+    pub max_duration: Duration,
+    pub max_requests: u64,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            rate: 500,
+            slow_every: 50,
+            slow: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(60),
+            max_duration: Duration::from_secs(300),
+            max_requests: 200_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum ClientKind {
+    Standard,
+    Strict,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Failure {
+    /// The connection could not be made.
+    Connect,
+    /// The connection was closed or reset before a whole response arrived.
+    Closed,
+    Timeout,
+    Status(u16),
+    Other(String),
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    pub client: ClientKind,
+    pub slow: bool,
+    /// When the request was sent and answered, from the simulation's start.
+    pub sent: Duration,
+    pub done: Duration,
+    pub failure: Option<Failure>,
+}
+
+/// Runs the load until `stop` or the bounds, then waits for requests still in flight.
+pub async fn run(
+    target: SocketAddr,
+    config: LoadConfig,
+    started: Instant,
+    stop: CancellationToken,
+) -> Vec<Outcome> {
+    let standard: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let strict = Arc::new(StrictPool::default());
+    let (outcomes, mut collected) = mpsc::unbounded_channel();
+    let mut ticker =
+        tokio::time::interval(Duration::from_secs_f64(1.0 / config.rate.max(1) as f64));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let until = Instant::now() + config.max_duration;
+
+    for sent in 0..config.max_requests {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        if Instant::now() > until {
+            break;
+        }
+        let client = if sent % 2 == 0 {
+            ClientKind::Standard
+        } else {
+            ClientKind::Strict
+        };
+        let slow = (sent / 2) % config.slow_every as u64 == config.slow_every as u64 - 1;
+        let path = if slow {
+            format!("/slow?ms={}", config.slow.as_millis())
+        } else {
+            "/".to_owned()
+        };
+        let (standard, strict, outcomes, timeout) = (
+            standard.clone(),
+            strict.clone(),
+            outcomes.clone(),
+            config.request_timeout,
+        );
+        tokio::spawn(async move {
+            let sent = started.elapsed();
+            let result = match client {
+                ClientKind::Standard => {
+                    tokio::time::timeout(timeout, standard_get(&standard, target, &path)).await
+                }
+                ClientKind::Strict => {
+                    tokio::time::timeout(timeout, strict.get(target, &path)).await
+                }
+            };
+            let failure = match result {
+                Ok(Ok(200)) => None,
+                Ok(Ok(status)) => Some(Failure::Status(status)),
+                Ok(Err(failure)) => Some(failure),
+                Err(_) => Some(Failure::Timeout),
+            };
+            let _ = outcomes.send(Outcome {
+                client,
+                slow,
+                sent,
+                done: started.elapsed(),
+                failure,
+            });
+        });
+    }
+    drop(outcomes);
+    let mut all = Vec::new();
+    while let Some(outcome) = collected.recv().await {
+        all.push(outcome);
+    }
+    all
+}
+
+async fn standard_get(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    target: SocketAddr,
+    path: &str,
+) -> Result<u16, Failure> {
+    let uri: hyper::Uri = format!("http://{target}{path}")
+        .parse()
+        .expect("a valid URI");
+    let response = client.get(uri).await.map_err(|error| {
+        if error.is_connect() {
+            Failure::Connect
+        } else {
+            classify(&error)
+        }
+    })?;
+    let status = response.status().as_u16();
+    response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|error| classify(&error))?;
+    Ok(status)
+}
+
+fn classify(error: &(dyn std::error::Error + 'static)) -> Failure {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if text.contains("closed")
+        || text.contains("reset")
+        || text.contains("broken pipe")
+        || text.contains("incomplete")
+    {
+        Failure::Closed
+    } else {
+        Failure::Other(text)
+    }
+}
+
+/// Keep-alive connections, most recently used first, as hyper's pool picks them.
+#[derive(Default)]
+struct StrictPool {
+    idle: Mutex<Vec<TcpStream>>,
+}
+
+impl StrictPool {
+    async fn get(&self, target: SocketAddr, path: &str) -> Result<u16, Failure> {
+        let stream = match self.take_open() {
+            Some(stream) => stream,
+            None => TcpStream::connect(target)
+                .await
+                .map_err(|_| Failure::Connect)?,
+        };
+        let _ = stream.set_nodelay(true);
+        let (status, keep) = exchange(stream, path).await?;
+        if let Some(stream) = keep {
+            self.idle.lock().unwrap().push(stream);
+        }
+        Ok(status)
+    }
+
+    /// An idle connection the server has not closed, as a careful client checks before reuse.
+    fn take_open(&self) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap();
+        while let Some(stream) = idle.pop() {
+            let mut probe = [0u8; 1];
+            match stream.try_read(&mut probe) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Some(stream);
+                }
+                _ => continue, // closed, reset, or bytes nobody asked for
+            }
+        }
+        None
+    }
+}
+
+/// One request and its response; returns the connection if it may be reused.
+async fn exchange(mut stream: TcpStream, path: &str) -> Result<(u16, Option<TcpStream>), Failure> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: service\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|_| Failure::Closed)?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    if reader
+        .read_line(&mut line)
+        .await
+        .map_err(|_| Failure::Closed)?
+        == 0
+    {
+        return Err(Failure::Closed);
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| Failure::Other(format!("bad status line {line:?}")))?;
+    let (mut length, mut close) = (0usize, false);
+    loop {
+        line.clear();
+        if reader
+            .read_line(&mut line)
+            .await
+            .map_err(|_| Failure::Closed)?
+            == 0
+        {
+            return Err(Failure::Closed);
+        }
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| Failure::Other("bad content-length".into()))?;
+            } else if name.eq_ignore_ascii_case("connection") {
+                close = value.trim().eq_ignore_ascii_case("close");
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader
+        .read_exact(&mut body)
+        .await
+        .map_err(|_| Failure::Closed)?;
+    Ok((status, (!close).then(|| reader.into_inner())))
+}

@@ -1,0 +1,155 @@
+//! Endpoints and kube-proxy: the endpoints controller publishes which pods may receive new
+//! connections; every proxy learns of a change only after a propagation lag; established
+//! connections stay pinned to their backend, as conntrack keeps them.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::timeline::Timeline;
+
+#[derive(Debug, Clone, PartialEq)]
+struct Backend {
+    pod: String,
+    addr: SocketAddr,
+    ready: bool,
+}
+
+/// The endpoint slice as the proxies see it: the truth, late by the propagation lag.
+pub struct Endpoints {
+    changes: mpsc::UnboundedSender<(Instant, Backend)>,
+    view: Arc<RwLock<Vec<Backend>>>,
+}
+
+impl Endpoints {
+    pub fn new(lag: Duration, timeline: Arc<Timeline>) -> Arc<Endpoints> {
+        let (changes, mut pending) = mpsc::unbounded_channel::<(Instant, Backend)>();
+        let view: Arc<RwLock<Vec<Backend>>> = Arc::default();
+        let applied = view.clone();
+        // One task applies changes in the order they happened, each `lag` after it happened.
+        tokio::spawn(async move {
+            while let Some((happened, backend)) = pending.recv().await {
+                tokio::time::sleep_until(happened + lag).await;
+                let mut view = applied.write().unwrap();
+                let changed = match view.iter_mut().find(|known| known.pod == backend.pod) {
+                    Some(known) if *known == backend => false,
+                    Some(known) => {
+                        *known = backend.clone();
+                        true
+                    }
+                    None => {
+                        view.push(backend.clone());
+                        true
+                    }
+                };
+                if changed {
+                    let what = if backend.ready {
+                        "routes new connections to"
+                    } else {
+                        "stops routing to"
+                    };
+                    timeline.record("proxy", format!("{what} {}", backend.pod));
+                }
+            }
+        });
+        Arc::new(Endpoints { changes, view })
+    }
+
+    /// The endpoints controller's decision for one pod: ready means ready and not terminating.
+    pub fn publish(&self, pod: &str, addr: SocketAddr, ready: bool) {
+        let backend = Backend {
+            pod: pod.to_owned(),
+            addr,
+            ready,
+        };
+        let _ = self.changes.send((Instant::now(), backend));
+    }
+
+    fn ready(&self) -> Vec<(String, SocketAddr)> {
+        self.view
+            .read()
+            .unwrap()
+            .iter()
+            .filter(|backend| backend.ready)
+            .map(|backend| (backend.pod.clone(), backend.addr))
+            .collect()
+    }
+}
+
+/// What the proxy saw go wrong, beside what the clients count.
+#[derive(Debug, Default)]
+pub struct ProxyCounters {
+    pub connections: AtomicU64,
+    pub no_ready_endpoint: AtomicU64,
+    pub backend_refused: AtomicU64,
+}
+
+/// A TCP proxy on 127.0.0.1 standing for the Service's cluster IP.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub counters: Arc<ProxyCounters>,
+}
+
+impl Proxy {
+    pub async fn start(
+        endpoints: Arc<Endpoints>,
+        stop: CancellationToken,
+    ) -> std::io::Result<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let counters: Arc<ProxyCounters> = Arc::default();
+        let next = Arc::new(AtomicUsize::new(0));
+        let counting = counters.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((client, _)) = accepted else { continue };
+                counting.connections.fetch_add(1, Ordering::Relaxed);
+                let backends = endpoints.ready();
+                if backends.is_empty() {
+                    counting.no_ready_endpoint.fetch_add(1, Ordering::Relaxed);
+                    continue; // dropping the client closes it: nowhere to send it
+                }
+                let (_, backend) = &backends[next.fetch_add(1, Ordering::Relaxed) % backends.len()];
+                let (backend, counting) = (*backend, counting.clone());
+                tokio::spawn(async move { pin(client, backend, &counting).await });
+            }
+        });
+        Ok(Proxy { addr, counters })
+    }
+}
+
+/// Copies both ways until each side has finished, half-closes included.
+async fn pin(mut client: TcpStream, backend: SocketAddr, counters: &ProxyCounters) {
+    let _ = client.set_nodelay(true);
+    let connected = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(backend)).await;
+    let Ok(Ok(mut server)) = connected else {
+        counters.backend_refused.fetch_add(1, Ordering::Relaxed);
+        // Like a reset from the pod: the client sees its connection fail.
+        let _ = client.set_zero_linger();
+        return;
+    };
+    let _ = server.set_nodelay(true);
+    if tokio::io::copy_bidirectional(&mut client, &mut server)
+        .await
+        .is_err()
+    {
+        // One side reset: pass the reset on rather than a clean close.
+        let _ = client.set_zero_linger();
+    }
+}

@@ -1,0 +1,185 @@
+//! What a simulated rollout produced: the tally, a timeline file, and a plot.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use super::{
+    load::{ClientKind, Outcome},
+    timeline::Event,
+};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PodEnd {
+    pub pod: String,
+    pub exit_code: Option<i32>,
+    pub sigkilled: bool,
+    /// `http_requests_in_flight` and `lifecycle_draining` in the last scrape before the end.
+    pub last_in_flight: Option<f64>,
+    pub last_draining: Option<f64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub outcomes: Vec<Outcome>,
+    pub events: Vec<Event>,
+    /// From the first deletion to the last old pod's exit, in seconds since the start.
+    pub rollout: (f64, f64),
+    pub pods: Vec<PodEnd>,
+    pub liveness_failures: u32,
+    pub proxy_no_endpoint: u64,
+}
+
+impl Report {
+    pub fn requests(&self, client: ClientKind) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|outcome| outcome.client == client)
+            .count()
+    }
+
+    pub fn failed(&self, client: ClientKind) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|outcome| outcome.client == client && outcome.failure.is_some())
+            .count()
+    }
+
+    pub fn failures_by_cause(&self, client: ClientKind) -> BTreeMap<String, usize> {
+        let mut causes = BTreeMap::new();
+        for outcome in self
+            .outcomes
+            .iter()
+            .filter(|outcome| outcome.client == client)
+        {
+            if let Some(failure) = &outcome.failure {
+                *causes.entry(format!("{failure:?}")).or_default() += 1;
+            }
+        }
+        causes
+    }
+
+    pub fn sigkills(&self) -> usize {
+        self.pods.iter().filter(|pod| pod.sigkilled).count()
+    }
+
+    /// Slow requests in flight while some pod was being deleted, and how many of them failed.
+    pub fn slow_across_deletions(&self) -> (usize, usize) {
+        let deletions: Vec<f64> = self
+            .events
+            .iter()
+            .filter(|event| event.what == "deleted")
+            .map(|event| event.at)
+            .collect();
+        let spanning: Vec<&Outcome> = self
+            .outcomes
+            .iter()
+            .filter(|outcome| {
+                outcome.slow
+                    && deletions.iter().any(|&at| {
+                        outcome.sent.as_secs_f64() < at && at < outcome.done.as_secs_f64()
+                    })
+            })
+            .collect();
+        let failed = spanning
+            .iter()
+            .filter(|outcome| outcome.failure.is_some())
+            .count();
+        (spanning.len(), failed)
+    }
+
+    /// p50, p99 and max latency of the fast requests sent during the rollout.
+    pub fn latency(&self) -> (Duration, Duration, Duration) {
+        let mut latencies: Vec<Duration> = self
+            .outcomes
+            .iter()
+            .filter(|outcome| !outcome.slow && outcome.failure.is_none())
+            .filter(|outcome| {
+                let sent = outcome.sent.as_secs_f64();
+                self.rollout.0 <= sent && sent <= self.rollout.1
+            })
+            .map(|outcome| outcome.done.saturating_sub(outcome.sent))
+            .collect();
+        if latencies.is_empty() {
+            return Default::default();
+        }
+        latencies.sort();
+        let at =
+            |quantile: f64| latencies[((latencies.len() - 1) as f64 * quantile).round() as usize];
+        (at(0.50), at(0.99), *latencies.last().unwrap())
+    }
+
+    pub fn summary(&self) -> String {
+        let mut text = String::new();
+        let total = self.outcomes.len();
+        let failed = self.failed(ClientKind::Standard) + self.failed(ClientKind::Strict);
+        let _ = writeln!(text, "scenario: {}", self.scenario);
+        let _ = writeln!(text, "{failed} failed of {total} requests");
+        for client in [ClientKind::Standard, ClientKind::Strict] {
+            let _ = writeln!(
+                text,
+                "  {:<8} client: {} failed of {} {:?}",
+                format!("{client:?}").to_lowercase(),
+                self.failed(client),
+                self.requests(client),
+                self.failures_by_cause(client)
+            );
+        }
+        let (spanning, slow_failed) = self.slow_across_deletions();
+        let _ = writeln!(
+            text,
+            "  slow requests in flight across a deletion: {spanning}, failed: {slow_failed}"
+        );
+        let (p50, p99, max) = self.latency();
+        let _ = writeln!(
+            text,
+            "  latency during the rollout: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3
+        );
+        let codes: Vec<String> = self
+            .pods
+            .iter()
+            .map(|pod| {
+                format!(
+                    "{}={}",
+                    pod.pod,
+                    pod.exit_code
+                        .map_or("running".into(), |code| code.to_string())
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            text,
+            "  SIGKILLs: {}; exit codes: {}",
+            self.sigkills(),
+            codes.join(" ")
+        );
+        text
+    }
+
+    /// Writes `<name>.timeline.jsonl` and `<name>.svg` into `dir`; returns their paths.
+    pub fn write(&self, dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+        std::fs::create_dir_all(dir)?;
+        let name = self.scenario.replace(' ', "-");
+        let timeline = dir.join(format!("{name}.timeline.jsonl"));
+        let mut lines = String::new();
+        for event in &self.events {
+            lines.push_str(&serde_json::json!({"type": "event", "at": event.at, "source": event.source, "what": event.what}).to_string());
+            lines.push('\n');
+        }
+        for outcome in &self.outcomes {
+            lines.push_str(&serde_json::json!({"type": "request", "outcome": outcome}).to_string());
+            lines.push('\n');
+        }
+        std::fs::write(&timeline, lines)?;
+        let plot = dir.join(format!("{name}.svg"));
+        std::fs::write(&plot, super::plot::svg(self))?;
+        Ok((timeline, plot))
+    }
+}
