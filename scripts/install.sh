@@ -76,3 +76,13 @@ else
         "@bitnami/readme-generator-for-helm@${README_GENERATOR_VERSION}"
 fi
 ln -sf "$node/node_modules/.bin/readme-generator" "$TOOLS/bin/"
+
+# wrk (for scripts/bench.sh) comes from Debian's packages; only root can install it.
+if command -v wrk >/dev/null 2>&1; then
+    say "wrk: present"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "wrk: installing from Debian"
+    apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }
+else
+    say "wrk: missing (only scripts/bench.sh needs it; install it with your package manager)"
+fi

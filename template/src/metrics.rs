@@ -14,8 +14,11 @@ use prometheus::{
 
 use crate::lifecycle::State;
 
+/// Every metric, behind one `Arc`: cloned on every request, so a clone must be cheap.
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<Families>);
+
+pub struct Families {
     registry: Registry,
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
@@ -32,13 +35,21 @@ pub struct Metrics {
     pub shutdown_tasks_cut: IntCounter,
     pub shutdowns: IntCounterVec,
     pub readiness_check_up: IntGaugeVec,
-    shutdown_started: Arc<OnceLock<Instant>>,
+    shutdown_started: OnceLock<Instant>,
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = Families;
+
+    fn deref(&self) -> &Families {
+        &self.0
+    }
 }
 
 impl Metrics {
     pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new();
-        let metrics = Self {
+        let metrics = Families {
             http_requests: IntCounterVec::new(
                 Opts::new(
                     "http_requests_total",
@@ -122,13 +133,16 @@ impl Metrics {
                 &["check"],
             )?,
             registry,
-            shutdown_started: Arc::default(),
+            shutdown_started: OnceLock::new(),
         };
         metrics.register_all()?;
+        let metrics = Metrics(Arc::new(metrics));
         metrics.set_state(State::Starting);
         Ok(metrics)
     }
+}
 
+impl Families {
     fn register_all(&self) -> prometheus::Result<()> {
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(self.http_requests.clone()),
@@ -157,7 +171,9 @@ impl Metrics {
         ))?;
         Ok(())
     }
+}
 
+impl Metrics {
     /// The registry, for application code that defines metrics of its own.
     pub fn registry(&self) -> &Registry {
         &self.registry

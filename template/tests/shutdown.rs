@@ -161,6 +161,13 @@ fn a_second_signal_exits_at_once() {
 #[test]
 fn background_work_and_resources_stop_after_the_last_request() {
     let mut service = Service::start(&[("SHUTDOWN_DRAIN_DELAY", "100ms")]);
+    let mut events = Connection::open(service.http).unwrap();
+    for event in ["one", "two", "three"] {
+        let accepted = events
+            .send("POST", "/events", &[], event.as_bytes())
+            .unwrap();
+        assert_eq!(accepted.status, 202);
+    }
     let slow = service.request_in_flight("/slow?ms=800");
 
     service.signal(SIGTERM);
@@ -173,6 +180,11 @@ fn background_work_and_resources_stop_after_the_last_request() {
     assert!(last_request < publisher_flushed && publisher_flushed < complete);
     let closed = service.wait_for_log("resource closed");
     assert_eq!(closed["resource"], "event-publisher");
+    let flushed = service.wait_for_log("event publisher flushed");
+    assert_eq!(
+        flushed["sent_total"], 3,
+        "every accepted event was sent before exit"
+    );
 }
 
 #[test]

@@ -26,7 +26,8 @@ pub fn router(publisher: Arc<EventPublisher>, debug_routes: bool) -> Router {
     let router = Router::new()
         .route("/", get(hello))
         .route("/slow", get(slow))
-        .route("/echo", post(echo));
+        .route("/echo", post(echo))
+        .route("/events", post(publish_event));
     let router = if debug_routes {
         router.route("/panic", get(panic))
     } else {
@@ -35,9 +36,18 @@ pub fn router(publisher: Arc<EventPublisher>, debug_routes: bool) -> Router {
     router.with_state(AppState { publisher })
 }
 
-async fn hello(State(state): State<AppState>) -> Result<&'static str, (StatusCode, &'static str)> {
-    match state.publisher.publish("hello".to_owned()) {
-        Ok(()) => Ok("hello\n"),
+async fn hello() -> &'static str {
+    "hello\n"
+}
+
+/// Queues the request body as an event for the publisher; 503 when it cannot keep up, so
+/// that callers back off instead of the service buffering without bound.
+async fn publish_event(
+    State(state): State<AppState>,
+    body: String,
+) -> Result<StatusCode, (StatusCode, &'static str)> {
+    match state.publisher.publish(body) {
+        Ok(()) => Ok(StatusCode::ACCEPTED),
         Err(PublishError::Full) => Err((StatusCode::SERVICE_UNAVAILABLE, "event buffer full\n")),
         Err(PublishError::Closed) => Err((StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")),
     }

@@ -2,12 +2,20 @@
 //! request id → tracing span → metrics → timeout (503) → panic catcher (500) → body limit
 //! (413) → your handler.
 
-use std::{any::Any, time::Instant};
+use std::{
+    any::Any,
+    hash::{BuildHasher, RandomState},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
 
 use axum::{
     Router,
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
-    http::{HeaderName, StatusCode},
+    http::{HeaderName, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
@@ -15,7 +23,7 @@ use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     limit::RequestBodyLimitLayer,
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     timeout::TimeoutLayer,
     trace::TraceLayer,
 };
@@ -37,7 +45,7 @@ pub fn guard(router: Router, metrics: &Metrics, config: &Config) -> Router {
     };
     router.layer(DefaultBodyLimit::disable()).layer(
         ServiceBuilder::new()
-            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
             .layer(TraceLayer::new_for_http().make_span_with(request_span))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(middleware::from_fn_with_state(
@@ -97,6 +105,41 @@ async fn record_metrics(State(metrics): State<Metrics>, request: Request, next: 
     response
 }
 
+/// Request ids shaped like UUIDs: a random prefix drawn once per process, then a counter.
+/// Unique without a system call per request (a random UUID per request costs one).
+#[derive(Clone)]
+struct RequestIds {
+    prefix: u64,
+    next: Arc<AtomicU64>,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        // The hasher's keys are random per process; hashing the time mixes in more.
+        let prefix = RandomState::new().hash_one(std::time::SystemTime::now());
+        Self {
+            prefix,
+            next: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let count = self.next.fetch_add(1, Ordering::Relaxed);
+        let (high, low) = (self.prefix, count);
+        let id = format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            high >> 32,
+            (high >> 16) & 0xffff,
+            high & 0xffff,
+            (low >> 48) & 0xffff,
+            low & 0xffff_ffff_ffff
+        );
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}
+
 /// Keeps the in-flight gauge right even when a request is cut and its future dropped.
 struct InFlight(Metrics);
 
@@ -110,5 +153,26 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.http_requests_in_flight.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_and_shaped_like_uuids() {
+        let (mut ids, request) = (RequestIds::new(), axum::http::Request::new(()));
+        let first = ids.make_request_id(&request).unwrap();
+        let second = ids.clone().make_request_id(&request).unwrap();
+        let (first, second) = (first.header_value(), second.header_value());
+        assert_ne!(first, second);
+        let text = first.to_str().unwrap();
+        let groups: Vec<usize> = text.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{text}");
+        assert!(
+            RequestIds::new().prefix != ids.prefix,
+            "each instance draws its own random prefix"
+        );
     }
 }

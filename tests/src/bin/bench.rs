@@ -1,110 +1,168 @@
-//! Figures for the generated service, printed, never asserted: clean release build time,
-//! stripped binary size, time from exec to ready, idle RSS, and the time from SIGTERM to exit
-//! beyond the drain delay, idle and with 50 idle keep-alive connections.
+//! Figures, printed and never asserted, for a freshly generated service beside a bare axum
+//! hello world built in the same run: throughput and p99 on `GET /` (wrk), idle RSS,
+//! stripped binary size, time from exec to ready, time from SIGTERM to exit, and rollout
+//! failures in the simulator with the chart's shutdown versus the common pattern.
 //!
-//! `scripts/bench.sh [--no-clean-build]`
+//! `scripts/bench.sh [--no-clean-build] [--no-rollout]`
 
 use std::{
-    path::PathBuf,
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use kube_service_template_tests::{
-    Generated, generate, http1::Connection, repo_root, service::RunningService, shared_target_dir,
+    Generated,
+    chart::{Chart, Render},
+    generate,
+    http1::Connection,
+    repo_root,
+    service::{RunningService, rss_kib},
+    shared_target_dir,
+    sim::{self, Scenario, baseline, load::ClientKind},
 };
 
 const RUNS: usize = 5;
 const DRAIN_DELAY: Duration = Duration::from_secs(1);
 const IDLE_CONNECTIONS: usize = 50;
+const SLOW_REQUESTS: usize = 10;
+const SLOW: Duration = Duration::from_secs(2);
+const WRK_SECONDS: u32 = 10;
+
+struct Row {
+    label: &'static str,
+    ours: String,
+    bare: String,
+}
 
 fn main() {
     let clean_build = !std::env::args().any(|arg| arg == "--no-clean-build");
+    let rollout = !std::env::args().any(|arg| arg == "--no-rollout");
     let project = generate("bench-service", &[])
         .unwrap_or_else(|refused| panic!("cargo generate refused:\n{}", refused.output));
+    let build = clean_build.then(|| time_clean_release_build(&project));
+    project.cargo_ok(&["build", "--release"]);
+    let ours = shared_target_dir().join("release").join("bench-service");
+    let bare = build_bare_axum();
 
-    let build = if clean_build {
-        Some(time_clean_release_build(&project))
-    } else {
-        project.cargo_ok(&["build", "--release"]);
-        None
-    };
-    let binary = shared_target_dir().join("release").join("bench-service");
-    let size = std::fs::metadata(&binary)
-        .expect("the release binary")
-        .len();
-
-    let (mut ready, mut rss_idle, mut rss_after_load) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut exit_idle, mut exit_with_connections) = (Vec::new(), Vec::new());
-    for _ in 0..RUNS {
-        let started = Instant::now();
-        let service = start(&binary);
-        ready.push(started.elapsed());
-        rss_idle.push(service.rss_kib());
-        exit_idle.push(time_to_exit_beyond_drain_delay(service, Vec::new()));
+    let mut rows = Vec::new();
+    if let Some(build) = build {
+        rows.push(Row {
+            label: "clean release build (deps downloaded)",
+            ours: format!("{:.1} s", build.as_secs_f64()),
+            bare: "-".into(),
+        });
     }
-    for _ in 0..RUNS {
-        let service = start(&binary);
-        let connections = open_idle_connections(&service, IDLE_CONNECTIONS);
-        rss_after_load.push(service.rss_kib());
-        exit_with_connections.push(time_to_exit_beyond_drain_delay(service, connections));
+    rows.push(Row {
+        label: "stripped release binary",
+        ours: mebibytes(file_size(&ours)),
+        bare: mebibytes(file_size(&bare)),
+    });
+
+    let (ours_ready, ours_rss) = ready_and_rss(|| start_ours(&ours, "1s"));
+    let (bare_ready, bare_rss) = ready_and_rss(|| BareAxum::start(&bare));
+    rows.push(Row {
+        label: "exec to ready (median)",
+        ours: millis(ours_ready),
+        bare: millis(bare_ready),
+    });
+    rows.push(Row {
+        label: "idle RSS (median)",
+        ours: mebibytes(ours_rss * 1024),
+        bare: mebibytes(bare_rss * 1024),
+    });
+
+    let ours_load = {
+        let service = start_ours(&ours, "1s");
+        wrk(service.http)
+    };
+    let bare_load = {
+        let service = BareAxum::start(&bare);
+        wrk(service.addr)
+    };
+    rows.push(Row {
+        label: "GET / requests per second (wrk)",
+        ours: format!("{:.0}", ours_load.0),
+        bare: format!("{:.0}", bare_load.0),
+    });
+    rows.push(Row {
+        label: "GET / p99 latency (wrk)",
+        ours: format!("{:.2} ms", ours_load.1),
+        bare: format!("{:.2} ms", bare_load.1),
+    });
+    rows.push(Row {
+        label: "  throughput of ours vs bare axum",
+        ours: format!("{:.0} %", 100.0 * ours_load.0 / bare_load.0),
+        bare: String::new(),
+    });
+
+    let idle = median(
+        &mut (0..RUNS)
+            .map(|_| sigterm_to_exit(&ours, 0, 0))
+            .collect::<Vec<_>>(),
+    );
+    let connections = median(
+        &mut (0..RUNS)
+            .map(|_| sigterm_to_exit(&ours, IDLE_CONNECTIONS, 0))
+            .collect::<Vec<_>>(),
+    );
+    let slow = median(
+        &mut (0..RUNS)
+            .map(|_| sigterm_to_exit(&ours, 0, SLOW_REQUESTS))
+            .collect::<Vec<_>>(),
+    );
+    let exit_label = "- (SIGTERM kills it)".to_owned();
+    rows.push(Row {
+        label: "SIGTERM to exit, idle (drain delay 1 s)",
+        ours: millis(idle),
+        bare: exit_label.clone(),
+    });
+    rows.push(Row {
+        label: "  with 50 idle keep-alive connections",
+        ours: millis(connections),
+        bare: exit_label.clone(),
+    });
+    rows.push(Row {
+        label: "  with 10 requests of 2 s in flight",
+        ours: millis(slow),
+        bare: exit_label,
+    });
+
+    if rollout {
+        let (ours_failed, baseline_failed) = rollout_failures(&project, &ours);
+        rows.push(Row {
+            label: "rollout of 3 replicas at 500 req/s: failed",
+            ours: ours_failed,
+            bare: String::new(),
+        });
+        rows.push(Row {
+            label: "  same, no preStop and no drain delay",
+            ours: baseline_failed,
+            bare: String::new(),
+        });
     }
 
     println!();
-    println!("generated service (default options), {RUNS} runs where repeated");
-    println!("{:-<78}", "");
-    if let Some(build) = build {
-        row(
-            "clean release build (deps downloaded)",
-            format!("{:.1} s", build.as_secs_f64()),
-        );
-    }
-    row(
-        "stripped release binary",
-        format!("{:.2} MiB", size as f64 / 1048576.0),
-    );
-    row("exec to ready (median)", millis(median(&mut ready)));
-    row("idle RSS (median)", mebibytes(median_u64(&mut rss_idle)));
-    row(
-        "RSS with 50 idle keep-alive connections (median)",
-        mebibytes(median_u64(&mut rss_after_load)),
-    );
     println!(
-        "SIGTERM to exit, beyond the drain delay of {} s:",
-        DRAIN_DELAY.as_secs()
+        "{:<46} {:>26} {:>22}",
+        "", "generated service", "bare axum hello"
     );
-    for (label, samples) in [
-        ("  idle", &mut exit_idle),
-        (
-            "  with 50 idle keep-alive connections",
-            &mut exit_with_connections,
-        ),
-    ] {
-        samples.sort();
-        row(
-            &format!("{label} (median)"),
-            format!(
-                "{}   (min {}, max {})",
-                millis(median(samples)),
-                millis(samples[0]),
-                millis(*samples.last().unwrap())
-            ),
-        );
+    println!("{:-<96}", "");
+    for row in rows {
+        println!("{:<46} {:>26} {:>22}", row.label, row.ours, row.bare);
     }
+    println!(
+        "\n{RUNS} runs where repeated; wrk -t2 -c64 -d{WRK_SECONDS}s on loopback, on this machine's {} cores.",
+        cores()
+    );
 }
 
-fn row(label: &str, value: String) {
-    println!("{label:<52} {value}");
-}
-
-fn mebibytes(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
-fn start(binary: &std::path::Path) -> RunningService {
+fn start_ours(binary: &Path, drain: &str) -> RunningService {
     RunningService::start(
         binary,
         &[
-            ("SHUTDOWN_DRAIN_DELAY", "1s"),
+            ("SHUTDOWN_DRAIN_DELAY", drain),
             ("SHUTDOWN_TIMEOUT", "20s"),
             ("RUST_LOG", "warn,bench_service=info"),
         ],
@@ -112,37 +170,226 @@ fn start(binary: &std::path::Path) -> RunningService {
     )
 }
 
-/// Sends SIGTERM while `connections` stay open and idle; returns how long the exit took
-/// beyond the drain delay.
-fn time_to_exit_beyond_drain_delay(
-    mut service: RunningService,
-    connections: Vec<Connection>,
-) -> Duration {
-    let signalled = Instant::now();
-    service.signal(libc::SIGTERM);
-    assert!(service.wait().success(), "the service exits cleanly");
-    let took = signalled.elapsed();
-    drop(connections);
-    took.saturating_sub(DRAIN_DELAY)
+trait Measured {
+    fn pid(&self) -> u32;
 }
 
-/// Opens `count` keep-alive connections, makes one request on each, and leaves them idle.
-fn open_idle_connections(service: &RunningService, count: usize) -> Vec<Connection> {
-    (0..count)
+impl Measured for RunningService {
+    fn pid(&self) -> u32 {
+        RunningService::pid(self)
+    }
+}
+
+/// Median time to ready and RSS (KiB) right after, over [`RUNS`] starts.
+fn ready_and_rss<S: Measured>(start: impl Fn() -> S) -> (Duration, u64) {
+    let mut ready = Vec::new();
+    let mut rss = Vec::new();
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        let service = start();
+        ready.push(started.elapsed());
+        std::thread::sleep(Duration::from_millis(200));
+        rss.push(rss_kib(service.pid()));
+    }
+    rss.sort();
+    (median(&mut ready), rss[rss.len() / 2])
+}
+
+/// Time from SIGTERM to exit with `idle` idle keep-alive connections and `slow` slow
+/// requests in flight.
+fn sigterm_to_exit(binary: &Path, idle: usize, slow: usize) -> Duration {
+    let mut service = start_ours(binary, &format!("{}ms", DRAIN_DELAY.as_millis()));
+    let connections: Vec<Connection> = (0..idle)
         .map(|_| {
             let mut connection = Connection::open(service.http, Duration::from_secs(5)).unwrap();
             assert_eq!(connection.get("/").unwrap().status, 200);
             connection
         })
-        .collect()
+        .collect();
+    let http = service.http;
+    let requests: Vec<_> = (0..slow)
+        .map(|_| {
+            std::thread::spawn(move || {
+                Connection::open(http, Duration::from_secs(30))
+                    .and_then(|mut connection| {
+                        connection.get(&format!("/slow?ms={}", SLOW.as_millis()))
+                    })
+                    .map(|response| response.status)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let signalled = Instant::now();
+    service.signal(libc::SIGTERM);
+    assert!(service.wait().success(), "the service exits cleanly");
+    let took = signalled.elapsed();
+    for request in requests {
+        assert_eq!(
+            request.join().unwrap().unwrap(),
+            200,
+            "slow requests finish"
+        );
+    }
+    drop(connections);
+    took
+}
+
+/// Failed requests (standard + strict clients) in a simulated rollout, ours then the baseline.
+fn rollout_failures(project: &Generated, binary: &Path) -> (String, String) {
+    let deployment = Chart::at(&project.dir.join("helm"))
+        .template(&Render::default().set("replicaCount=3"))
+        .expect("the chart renders")
+        .deployment()
+        .clone();
+    let mut stripped = deployment.clone();
+    baseline::strip_drain(&mut stripped);
+    let out = repo_root().join("target").join("bench-rollouts");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tally = |deployment, name| {
+        let report = runtime
+            .block_on(sim::rolling_update(
+                binary,
+                deployment,
+                &Scenario::new(name, &out),
+            ))
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
+        let (standard, strict) = (
+            report.failed(ClientKind::Standard),
+            report.failed(ClientKind::Strict),
+        );
+        format!(
+            "{} of {} ({standard} + {strict} strict)",
+            standard + strict,
+            report.outcomes.len()
+        )
+    };
+    (
+        tally(&deployment, "bench chart"),
+        tally(&stripped, "bench baseline"),
+    )
+}
+
+/// `wrk` on `GET /`: requests per second and p99 in milliseconds.
+fn wrk(addr: SocketAddr) -> (f64, f64) {
+    let output = Command::new("wrk")
+        .args([
+            "-t2",
+            "-c64",
+            &format!("-d{WRK_SECONDS}s"),
+            "--latency",
+            &format!("http://{addr}/"),
+        ])
+        .output()
+        .expect("wrk runs (scripts/install.sh installs it)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    // A rate of error responses is not a rate worth reporting.
+    assert!(
+        !text.contains("Non-2xx"),
+        "GET / answered errors under load:\n{text}"
+    );
+    let rate = text
+        .lines()
+        .find_map(|line| line.strip_prefix("Requests/sec:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rate in wrk's output:\n{text}"));
+    let p99 = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("99%"))
+        .map(|value| parse_wrk_duration(value.trim()))
+        .unwrap_or_else(|| panic!("no p99 in wrk's output:\n{text}"));
+    (rate, p99)
+}
+
+fn parse_wrk_duration(value: &str) -> f64 {
+    let split = value
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => number / 1000.0,
+        "ms" => number,
+        "s" => number * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+/// A bare axum hello world, built in this run with the same release profile.
+fn build_bare_axum() -> PathBuf {
+    let dir = repo_root().join("target").join("bench-bare-axum");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"bare-axum\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+         [dependencies]\naxum = \"0.8\"\ntokio = { version = \"1\", features = [\"full\"] }\n\n\
+         [profile.release]\nstrip = true\nlto = \"thin\"\ncodegen-units = 4\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("src/main.rs"),
+        "#[tokio::main]\nasync fn main() {\n    \
+         let listener = tokio::net::TcpListener::bind(std::env::var(\"ADDR\").unwrap()).await.unwrap();\n    \
+         println!(\"ready\");\n    \
+         let app = axum::Router::new().route(\"/\", axum::routing::get(|| async { \"hello\\n\" }));\n    \
+         axum::serve(listener, app).await.unwrap();\n}\n",
+    )
+    .unwrap();
+    let status = Command::new("cargo")
+        .current_dir(&dir)
+        .args(["build", "--release", "--quiet"])
+        .env("CARGO_TARGET_DIR", shared_target_dir())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "the bare axum hello world builds");
+    shared_target_dir().join("release").join("bare-axum")
+}
+
+struct BareAxum {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl BareAxum {
+    fn start(binary: &Path) -> BareAxum {
+        let addr: SocketAddr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut child = Command::new(binary)
+            .env("ADDR", addr.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the bare axum binary starts");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready");
+        BareAxum { child, addr }
+    }
+}
+
+impl Measured for BareAxum {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for BareAxum {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn time_clean_release_build(project: &Generated) -> Duration {
-    let target: PathBuf = repo_root().join("target").join("bench-clean-build");
+    let target = repo_root().join("target").join("bench-clean-build");
     let _ = std::fs::remove_dir_all(&target);
     project.cargo_ok(&["fetch"]);
     let started = Instant::now();
-    let status = std::process::Command::new("cargo")
+    let status = Command::new("cargo")
         .current_dir(&project.dir)
         .args(["build", "--release", "--quiet"])
         .env("CARGO_TARGET_DIR", &target)
@@ -150,10 +397,16 @@ fn time_clean_release_build(project: &Generated) -> Duration {
         .expect("cargo runs");
     assert!(status.success(), "the clean release build succeeds");
     let took = started.elapsed();
-    // Later steps use the shared target directory; the clean one has served its purpose.
-    project.cargo_ok(&["build", "--release"]);
     let _ = std::fs::remove_dir_all(&target);
     took
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 fn median(samples: &mut [Duration]) -> Duration {
@@ -161,11 +414,10 @@ fn median(samples: &mut [Duration]) -> Duration {
     samples[samples.len() / 2]
 }
 
-fn median_u64(samples: &mut [u64]) -> u64 {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
 fn millis(duration: Duration) -> String {
     format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+}
+
+fn mebibytes(bytes: u64) -> String {
+    format!("{:.2} MiB", bytes as f64 / 1048576.0)
 }

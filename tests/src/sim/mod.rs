@@ -86,7 +86,7 @@ pub async fn rolling_update(
         .unwrap_or_else(|| "service".into());
     let log_dir = scenario
         .out_dir
-        .join(format!("{}-pods", scenario.name.replace(' ', "-")));
+        .join(format!("{}-pods", report::slug(&scenario.name)));
     std::fs::create_dir_all(&log_dir).map_err(|err| err.to_string())?;
 
     let timeline = Arc::new(Timeline::new(scenario.live));

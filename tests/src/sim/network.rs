@@ -153,3 +153,74 @@ async fn pin(mut client: TcpStream, backend: SocketAddr, counters: &ProxyCounter
         let _ = client.set_zero_linger();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    const LAG: Duration = Duration::from_millis(300);
+
+    /// A backend that greets every connection, then echoes.
+    async fn backend() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    stream.write_all(b"hi").await.unwrap();
+                    let mut buffer = [0u8; 16];
+                    while let Ok(read @ 1..) = stream.read(&mut buffer).await {
+                        stream.write_all(&buffer[..read]).await.unwrap();
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// What a new connection through the proxy gets first: the greeting, or nothing.
+    async fn greeting(proxy: SocketAddr) -> (Vec<u8>, TcpStream) {
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        let mut buffer = vec![0u8; 2];
+        let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buffer))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        buffer.truncate(read);
+        (buffer, stream)
+    }
+
+    #[tokio::test]
+    async fn changes_reach_the_proxy_after_the_lag_and_connections_stay_pinned() {
+        let timeline = Arc::new(Timeline::new(false));
+        let endpoints = Endpoints::new(LAG, timeline);
+        let proxy = Proxy::start(endpoints.clone(), CancellationToken::new())
+            .await
+            .unwrap();
+        let pod_a = backend().await;
+        endpoints.publish("pod-a", pod_a, true);
+
+        let (early, _) = greeting(proxy.addr).await;
+        assert!(early.is_empty(), "routed before the lag had passed");
+        tokio::time::sleep(LAG + Duration::from_millis(100)).await;
+        let (greeted, mut pinned) = greeting(proxy.addr).await;
+        assert_eq!(greeted, b"hi");
+
+        endpoints.publish("pod-a", pod_a, false);
+        tokio::time::sleep(LAG + Duration::from_millis(100)).await;
+        let (refused, _) = greeting(proxy.addr).await;
+        assert!(
+            refused.is_empty(),
+            "new connections still routed to a withdrawn endpoint"
+        );
+        assert_eq!(proxy.counters.no_ready_endpoint.load(Ordering::Relaxed), 2);
+
+        // The established connection still reaches its backend.
+        pinned.write_all(b"ok").await.unwrap();
+        let mut echo = [0u8; 2];
+        pinned.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"ok");
+    }
+}

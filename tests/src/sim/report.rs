@@ -166,7 +166,7 @@ impl Report {
     /// Writes `<name>.timeline.jsonl` and `<name>.svg` into `dir`; returns their paths.
     pub fn write(&self, dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
         std::fs::create_dir_all(dir)?;
-        let name = self.scenario.replace(' ', "-");
+        let name = slug(&self.scenario);
         let timeline = dir.join(format!("{name}.timeline.jsonl"));
         let mut lines = String::new();
         for event in &self.events {
@@ -182,4 +182,14 @@ impl Report {
         std::fs::write(&plot, super::plot::svg(self))?;
         Ok((timeline, plot))
     }
+}
+
+/// `no preStop, no drain delay` → `no-prestop-no-drain-delay`.
+pub fn slug(name: &str) -> String {
+    let words: Vec<String> = name
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    words.join("-")
 }
