@@ -245,14 +245,7 @@ async fn exchange(mut stream: TcpStream, path: &str) -> Result<(u16, Option<TcpS
         .map_err(|_| Failure::Closed)?;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
-    if reader
-        .read_line(&mut line)
-        .await
-        .map_err(|_| Failure::Closed)?
-        == 0
-    {
-        return Err(Failure::Closed);
-    }
+    read_line(&mut reader, &mut line).await?;
     let status: u16 = line
         .split_whitespace()
         .nth(1)
@@ -261,14 +254,7 @@ async fn exchange(mut stream: TcpStream, path: &str) -> Result<(u16, Option<TcpS
     let (mut length, mut close) = (0usize, false);
     loop {
         line.clear();
-        if reader
-            .read_line(&mut line)
-            .await
-            .map_err(|_| Failure::Closed)?
-            == 0
-        {
-            return Err(Failure::Closed);
-        }
+        read_line(&mut reader, &mut line).await?;
         let header = line.trim_end();
         if header.is_empty() {
             break;
@@ -290,4 +276,12 @@ async fn exchange(mut stream: TcpStream, path: &str) -> Result<(u16, Option<TcpS
         .await
         .map_err(|_| Failure::Closed)?;
     Ok((status, (!close).then(|| reader.into_inner())))
+}
+
+/// One line of the response; the connection ending first is a failure like any other.
+async fn read_line(reader: &mut BufReader<TcpStream>, line: &mut String) -> Result<(), Failure> {
+    match reader.read_line(line).await {
+        Ok(0) | Err(_) => Err(Failure::Closed),
+        Ok(_) => Ok(()),
+    }
 }
