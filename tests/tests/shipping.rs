@@ -1,0 +1,120 @@
+//! What takes a generated project to a registry: its Dockerfile and its CI workflow.
+
+use std::{process::Command, sync::OnceLock};
+
+use kube_service_template_tests::{Generated, chart::tool, generate};
+
+fn project() -> &'static Generated {
+    static PROJECT: OnceLock<Generated> = OnceLock::new();
+    PROJECT.get_or_init(|| {
+        generate(
+            "shipped-service",
+            &[("http_port", "8000"), ("admin_port", "8001")],
+        )
+        .expect("valid values generate")
+    })
+}
+
+/// The instructions of the Dockerfile's last stage, continuation lines joined.
+fn final_stage(dockerfile: &str) -> Vec<String> {
+    let joined = dockerfile.replace("\\\n", " ");
+    let instructions: Vec<String> = joined
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let last_from = instructions
+        .iter()
+        .rposition(|line| line.starts_with("FROM "))
+        .expect("a FROM");
+    instructions[last_from..].to_vec()
+}
+
+#[test]
+fn the_dockerfile_lints_clean() {
+    let output = Command::new(tool("hadolint"))
+        .arg(project().dir.join("Dockerfile"))
+        .output()
+        .expect("hadolint runs (see scripts/install.sh)");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && report.trim().is_empty(),
+        "hadolint:\n{report}"
+    );
+}
+
+#[test]
+fn the_final_image_is_minimal_non_root_and_stops_with_sigterm() {
+    let stage = final_stage(&project().read("Dockerfile"));
+    let from = &stage[0];
+    assert!(
+        from.contains("distroless/static") || from == "FROM scratch",
+        "the final image has no shell: {from}"
+    );
+    let instruction = |name: &str| {
+        stage
+            .iter()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("the final stage has no {name}: {stage:#?}"))
+    };
+    let user = instruction("USER");
+    assert!(
+        user.split(':')
+            .all(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()) && id != "0"),
+        "USER must be a numeric non-root id: {user}"
+    );
+    assert_eq!(instruction("STOPSIGNAL"), "SIGTERM");
+    let mut exposed: Vec<&str> = instruction("EXPOSE").split_whitespace().collect();
+    exposed.sort();
+    assert_eq!(exposed, ["8000", "8001"], "both the app and the admin port");
+    let entrypoint = instruction("ENTRYPOINT");
+    assert!(
+        entrypoint.starts_with('[') && entrypoint.contains("\"/service\""),
+        "exec form: {entrypoint}"
+    );
+    assert!(instruction("LABEL").contains("org.opencontainers.image.title=\"shipped-service\""));
+    assert!(
+        !stage
+            .iter()
+            .any(|line| line.starts_with("RUN ") || line.starts_with("SHELL ")),
+        "nothing in the final stage needs a shell"
+    );
+    let dockerfile = project().read("Dockerfile");
+    assert!(
+        dockerfile.contains("cargo chef cook"),
+        "dependencies are cached in their own layer"
+    );
+    assert!(
+        dockerfile.contains("x86_64-unknown-linux-musl"),
+        "the binary is static"
+    );
+}
+
+#[test]
+fn the_ci_workflow_is_valid_and_runs_every_check() {
+    let workflow = project().dir.join(".github/workflows/ci.yml");
+    let output = Command::new(tool("check-jsonschema"))
+        .args(["--builtin-schema", "vendor.github-workflows"])
+        .arg(&workflow)
+        .output()
+        .expect("check-jsonschema runs (see scripts/install.sh)");
+    assert!(
+        output.status.success(),
+        "the workflow does not match GitHub's schema:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&workflow).unwrap();
+    for step in [
+        "cargo fmt --check",
+        "cargo clippy --all-targets -- -D warnings",
+        "cargo test",
+        "helm lint --strict helm",
+        "helm template",
+        "kubernetes-validate --strict",
+        "docker/build-push-action",
+    ] {
+        assert!(text.contains(step), "the workflow does not run {step:?}");
+    }
+}
