@@ -262,8 +262,28 @@ impl Manifests {
             _ => None,
         })
     }
-
-    pub fn find<'a, T>(&'a self, pick: impl Fn(&'a Object) -> Option<&'a T>) -> Option<&'a T> {
-        self.objects.iter().find_map(pick)
-    }
 }
+
+/// `manifests.service()` and the like: the first object of that kind, typed.
+macro_rules! first_of_kind {
+    ($($method:ident: $variant:ident),* $(,)?) => {
+        impl Manifests {
+            $(
+                pub fn $method(&self) -> Option<&$variant> {
+                    self.objects.iter().find_map(|object| match object {
+                        Object::$variant(found) => Some(found.as_ref()),
+                        _ => None,
+                    })
+                }
+            )*
+        }
+    };
+}
+
+first_of_kind!(
+    service: Service,
+    config_map: ConfigMap,
+    horizontal_pod_autoscaler: HorizontalPodAutoscaler,
+    network_policy: NetworkPolicy,
+    pod: Pod,
+);

@@ -9,7 +9,7 @@ use k8s_openapi::{
 };
 use kube_service_template_tests::{
     Generated,
-    chart::{Chart, Manifests, Object, Render, tool},
+    chart::{Chart, Manifests, Render, tool},
     generate,
     http1::Connection,
     service::RunningService,
@@ -324,12 +324,7 @@ fn the_values_schema_refuses_nonsense_with_helms_message() {
 #[test]
 fn the_service_carries_application_traffic_only() {
     let manifests = render(Render::default());
-    let service = manifests
-        .find(|object| match object {
-            Object::Service(service) => Some(service.as_ref()),
-            _ => None,
-        })
-        .unwrap();
+    let service = manifests.service().unwrap();
     let ports = service.spec.as_ref().unwrap().ports.as_ref().unwrap();
     assert_eq!(ports.len(), 1);
     assert_eq!(
@@ -420,10 +415,7 @@ fn monitoring_objects_follow_the_switches_and_the_cluster() {
     );
 
     let dashboard = asked
-        .find(|object| match object {
-            Object::ConfigMap(map) => Some(map.as_ref()),
-            _ => None,
-        })
+        .config_map()
         .expect("a dashboard ConfigMap when asked");
     assert_eq!(
         dashboard.metadata.labels.as_ref().unwrap()["grafana_dashboard"],
@@ -462,22 +454,12 @@ fn availability_objects_follow_replicas_and_switches() {
             .is_none(),
         "the HPA owns replicas"
     );
-    let hpa = everything
-        .find(|object| match object {
-            Object::HorizontalPodAutoscaler(hpa) => Some(hpa.as_ref()),
-            _ => None,
-        })
-        .expect("an HPA");
+    let hpa = everything.horizontal_pod_autoscaler().expect("an HPA");
     assert_eq!(
         hpa.spec.as_ref().unwrap().scale_target_ref.kind,
         "Deployment"
     );
-    let policy = everything
-        .find(|object| match object {
-            Object::NetworkPolicy(policy) => Some(policy.as_ref()),
-            _ => None,
-        })
-        .expect("a NetworkPolicy");
+    let policy = everything.network_policy().expect("a NetworkPolicy");
     let ingress = policy.spec.as_ref().unwrap().ingress.as_ref().unwrap();
     let admin_rule = ingress
         .iter()
@@ -537,12 +519,7 @@ fn opentelemetry_is_wired_from_values_and_the_downward_api() {
 #[test]
 fn the_helm_test_pod_uses_the_services_own_image_and_healthcheck() {
     let manifests = render(Render::default());
-    let pod = manifests
-        .find(|object| match object {
-            Object::Pod(pod) => Some(pod.as_ref()),
-            _ => None,
-        })
-        .expect("a helm test Pod");
+    let pod = manifests.pod().expect("a helm test Pod");
     assert_eq!(
         pod.metadata.annotations.as_ref().unwrap()["helm.sh/hook"],
         "test"
