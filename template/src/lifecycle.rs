@@ -83,22 +83,26 @@ impl Lifecycle {
 
     /// Starts draining unless already past it; returns true if this call started it.
     pub fn begin_draining(&self, reason: &'static str) -> bool {
-        let started = self.advance(State::Draining);
-        if started {
+        self.transition(State::Draining, || {
             *self.drain_reason.lock().expect("drain reason lock") = reason;
-        }
-        started
+        })
     }
 
     /// Moves to `next` if it lies ahead of the current state; returns whether it moved.
     pub fn advance(&self, next: State) -> bool {
+        self.transition(next, || {})
+    }
+
+    /// `before` runs while readers of the state still wait, so that whatever it sets is
+    /// visible together with the new state, never after it.
+    fn transition(&self, next: State, before: impl FnOnce()) -> bool {
         let moved = self.state.send_if_modified(|state| {
-            if next > *state {
-                *state = next;
-                true
-            } else {
-                false
+            if next <= *state {
+                return false;
             }
+            before();
+            *state = next;
+            true
         });
         if moved {
             self.metrics.set_state(next);
