@@ -18,6 +18,7 @@ use crate::{metrics::Metrics, tasks::BackgroundTasks};
 type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 type CheckFn = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
 
+#[derive(Clone)]
 struct Check {
     name: &'static str,
     interval: Duration,
@@ -63,33 +64,27 @@ impl ReadinessChecks {
 
     /// Runs every check once, so that the service is ready as soon as startup ends.
     pub async fn run_all_once(&self, metrics: &Metrics) {
-        let checks: Vec<_> = self.snapshot();
-        for (name, timeout, run) in checks {
-            self.record(metrics, name, run_with_timeout(&run, timeout).await);
+        for check in self.snapshot() {
+            let result = run_with_timeout(&check.run, check.timeout).await;
+            self.record(metrics, check.name, result);
         }
     }
 
     /// Keeps every check running on its interval until background work is stopped.
     pub fn spawn_all(&self, tasks: &BackgroundTasks, metrics: &Metrics) {
-        let intervals: Vec<_> = self
-            .checks
-            .read()
-            .expect("readiness checks lock")
-            .iter()
-            .map(|check| (check.name, check.interval, check.timeout, check.run.clone()))
-            .collect();
-        for (name, interval, timeout, run) in intervals {
+        for check in self.snapshot() {
             let checks = self.clone();
             let metrics = metrics.clone();
             tasks.spawn("readiness-check", move |stop| async move {
-                let mut ticker = tokio::time::interval(interval);
+                let mut ticker = tokio::time::interval(check.interval);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 ticker.tick().await;
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = ticker.tick() => {
-                            checks.record(&metrics, name, run_with_timeout(&run, timeout).await);
+                            let result = run_with_timeout(&check.run, check.timeout).await;
+                            checks.record(&metrics, check.name, result);
                         }
                     }
                 }
@@ -106,13 +101,9 @@ impl ReadinessChecks {
             .find_map(|(name, result)| result.as_ref().err().map(|reason| (*name, reason.clone())))
     }
 
-    fn snapshot(&self) -> Vec<(&'static str, Duration, CheckFn)> {
-        self.checks
-            .read()
-            .expect("readiness checks lock")
-            .iter()
-            .map(|check| (check.name, check.timeout, check.run.clone()))
-            .collect()
+    /// The registered checks, copied out so that no lock is held while they run.
+    fn snapshot(&self) -> Vec<Check> {
+        self.checks.read().expect("readiness checks lock").clone()
     }
 
     fn record(&self, metrics: &Metrics, name: &'static str, result: Result<(), String>) {
