@@ -10,10 +10,11 @@ use std::{
 use k8s_openapi::api::{
     apps::v1::Deployment,
     autoscaling::v2::HorizontalPodAutoscaler,
-    core::v1::{ConfigMap, Container, Pod, Service, ServiceAccount},
+    core::v1::{ConfigMap, Container, Pod, PodSpec, Service, ServiceAccount},
     networking::v1::NetworkPolicy,
     policy::v1::PodDisruptionBudget,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::DynamicObject;
 
 use crate::repo_root;
@@ -238,10 +239,21 @@ impl Manifests {
         deployment
     }
 
+    /// The spec of the Deployment's pods.
+    pub fn pod_spec(&self) -> &PodSpec {
+        let spec = self.deployment().spec.as_ref().expect("a Deployment spec");
+        spec.template.spec.as_ref().expect("a pod spec")
+    }
+
+    /// The metadata of the Deployment's pods: their labels and annotations.
+    pub fn pod_metadata(&self) -> &ObjectMeta {
+        let spec = self.deployment().spec.as_ref().expect("a Deployment spec");
+        spec.template.metadata.as_ref().expect("pod metadata")
+    }
+
     /// The Deployment's one container.
     pub fn container(&self) -> &Container {
-        let spec = self.deployment().spec.as_ref().unwrap();
-        let containers = &spec.template.spec.as_ref().unwrap().containers;
+        let containers = &self.pod_spec().containers;
         assert_eq!(containers.len(), 1, "one container");
         &containers[0]
     }

@@ -44,31 +44,21 @@ impl Connection {
                 "connection closed before a response",
             ));
         }
-        let status = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
-        let (mut length, mut close) = (0usize, false);
+        let mut head = Head::from_status_line(&status_line).map_err(std::io::Error::other)?;
         loop {
             let mut line = String::new();
             if self.stream.read_line(&mut line)? == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
-            let line = line.trim_end();
-            if line.is_empty() {
+            if !head.header(&line).map_err(std::io::Error::other)? {
                 break;
             }
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            let (name, value) = (name.trim(), value.trim());
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse().map_err(std::io::Error::other)?;
-            } else if name.eq_ignore_ascii_case("connection") {
-                close = value.eq_ignore_ascii_case("close");
-            }
         }
+        let Head {
+            status,
+            length,
+            close,
+        } = head;
         let mut body = vec![0; length];
         self.stream.read_exact(&mut body)?;
         Ok(Response {
@@ -76,5 +66,49 @@ impl Connection {
             close,
             body,
         })
+    }
+}
+
+/// What a response head says: its status, the body's length, whether the connection closes.
+/// Read line by line, so that blocking and async readers share it.
+#[derive(Debug)]
+pub struct Head {
+    pub status: u16,
+    pub length: usize,
+    pub close: bool,
+}
+
+impl Head {
+    /// From the status line, e.g. `HTTP/1.1 200 OK`.
+    pub fn from_status_line(line: &str) -> Result<Head, String> {
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| format!("bad status line {line:?}"))?;
+        Ok(Head {
+            status,
+            length: 0,
+            close: false,
+        })
+    }
+
+    /// Takes one header line; returns false for the blank line that ends the head.
+    pub fn header(&mut self, line: &str) -> Result<bool, String> {
+        let line = line.trim_end();
+        if line.is_empty() {
+            return Ok(false);
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let (name, value) = (name.trim(), value.trim());
+            if name.eq_ignore_ascii_case("content-length") {
+                self.length = value
+                    .parse()
+                    .map_err(|_| format!("bad content-length {value:?}"))?;
+            } else if name.eq_ignore_ascii_case("connection") {
+                self.close = value.eq_ignore_ascii_case("close");
+            }
+        }
+        Ok(true)
     }
 }

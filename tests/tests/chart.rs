@@ -53,11 +53,8 @@ fn seconds(manifests: &Manifests, variable: &str) -> u64 {
 }
 
 fn grace_period(manifests: &Manifests) -> u64 {
-    let spec = manifests.deployment().spec.as_ref().unwrap();
-    spec.template
-        .spec
-        .as_ref()
-        .unwrap()
+    manifests
+        .pod_spec()
         .termination_grace_period_seconds
         .expect("terminationGracePeriodSeconds is set") as u64
 }
@@ -117,7 +114,7 @@ fn the_default_render_holds_what_a_platform_team_expects() {
         .unwrap();
     assert_eq!(strategy.max_unavailable, Some(IntOrString::Int(0)));
     assert!(spec.min_ready_seconds.unwrap() > 0);
-    let pod = spec.template.spec.as_ref().unwrap();
+    let pod = manifests.pod_spec();
     let spread = &pod.topology_spread_constraints.as_ref().unwrap()[0];
     assert_eq!(spread.when_unsatisfiable, "ScheduleAnyway");
     assert_eq!(pod.automount_service_account_token, Some(false));
@@ -177,18 +174,7 @@ fn the_grace_period_is_the_budget_and_the_env_carries_the_same_values() {
         assert_eq!(seconds(&manifests, "SHUTDOWN_DRAIN_DELAY"), drain);
         assert_eq!(seconds(&manifests, "SHUTDOWN_TIMEOUT"), timeout);
         assert_eq!(seconds(&manifests, "SHUTDOWN_CLEANUP_TIMEOUT"), cleanup);
-        let annotations = manifests
-            .deployment()
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .annotations
-            .as_ref()
-            .unwrap();
+        let annotations = manifests.pod_metadata().annotations.as_ref().unwrap();
         let budget = &annotations["shutdown-budget"];
         assert!(
             budget.contains(&format!(
@@ -375,18 +361,7 @@ fn monitoring_objects_follow_the_switches_and_the_cluster() {
     let endpoint = &monitor.data["spec"]["podMetricsEndpoints"][0];
     assert_eq!(endpoint["port"], "admin");
     assert_eq!(endpoint["path"], "/metrics");
-    let pod_labels = asked
-        .deployment()
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
-        .labels
-        .clone()
-        .unwrap();
+    let pod_labels = asked.pod_metadata().labels.clone().unwrap();
     let selector: BTreeMap<String, String> =
         serde_json::from_value(monitor.data["spec"]["selector"]["matchLabels"].clone()).unwrap();
     assert!(

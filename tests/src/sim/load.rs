@@ -27,6 +27,8 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::http1::Head;
+
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     /// Requests per second, both clients together.
@@ -246,30 +248,19 @@ async fn exchange(mut stream: TcpStream, path: &str) -> Result<(u16, Option<TcpS
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     read_line(&mut reader, &mut line).await?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| Failure::Other(format!("bad status line {line:?}")))?;
-    let (mut length, mut close) = (0usize, false);
+    let mut head = Head::from_status_line(&line).map_err(Failure::Other)?;
     loop {
         line.clear();
         read_line(&mut reader, &mut line).await?;
-        let header = line.trim_end();
-        if header.is_empty() {
+        if !head.header(&line).map_err(Failure::Other)? {
             break;
         }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| Failure::Other("bad content-length".into()))?;
-            } else if name.eq_ignore_ascii_case("connection") {
-                close = value.trim().eq_ignore_ascii_case("close");
-            }
-        }
     }
+    let Head {
+        status,
+        length,
+        close,
+    } = head;
     let mut body = vec![0; length];
     reader
         .read_exact(&mut body)
