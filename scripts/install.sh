@@ -82,12 +82,19 @@ else
 fi
 ln -sf "$node/node_modules/.bin/readme-generator" "$TOOLS/bin/"
 
-# wrk (for scripts/bench.sh) comes from Debian's packages; only root can install it.
-if command -v wrk >/dev/null 2>&1; then
-    say "wrk: present"
-elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "wrk: installing from Debian"
-    apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }
-else
-    say "wrk: missing (only scripts/bench.sh needs it; install it with your package manager)"
-fi
+# Tools from Debian's packages; only root can install them.
+debian_tool() { # <command> <packages> <what needs it>
+    local command=$1 packages=$2 needed_by=$3
+    if command -v "$command" >/dev/null 2>&1; then
+        say "$command: present"
+    elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "$command: installing $packages from Debian"
+        # shellcheck disable=SC2086 # a list of packages
+        apt-get install -y -q $packages >/dev/null 2>&1 ||
+            { apt-get update -q >/dev/null && apt-get install -y -q $packages >/dev/null; }
+    else
+        say "$command: missing ($needed_by needs it; install $packages with your package manager)"
+    fi
+}
+debian_tool wrk wrk "scripts/bench.sh"
+debian_tool systemd-analyze systemd "the systemd unit tests"

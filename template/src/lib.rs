@@ -2,6 +2,7 @@
 //!
 //! - [`lifecycle`]: the state machine everything observes.
 //! - [`shutdown`]: the sequence from the first signal to the exit code.
+//! - [`listeners`]: the two ports, bound here or passed by systemd socket activation.
 //! - [`http`]: the application listener, its connections and request guards.
 //! - [`admin`]: probes, metrics and the pre-stop hook, on their own port.
 //! - [`app`]: your routes, resources, readiness checks and background tasks.
@@ -12,6 +13,7 @@ pub mod config;
 pub mod healthcheck;
 pub mod http;
 pub mod lifecycle;
+pub mod listeners;
 pub mod metrics;
 pub mod readiness;
 pub mod resources;
@@ -21,7 +23,7 @@ pub mod tasks;
 pub mod telemetry;
 
 use anyhow::Context;
-use tokio::{net::TcpListener, time::Instant};
+use tokio::time::Instant;
 
 use crate::{
     admin::Admin,
@@ -59,17 +61,7 @@ async fn serve(config: Config, telemetry: Telemetry) -> anyhow::Result<u8> {
     };
     publish_budget(&metrics, &config);
 
-    let http_listener = TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("binding HTTP_ADDR {}", config.http_addr))?;
-    let admin_listener = TcpListener::bind(config.admin_addr)
-        .await
-        .with_context(|| format!("binding ADMIN_ADDR {}", config.admin_addr))?;
-    tracing::info!(
-        http_addr = %http_listener.local_addr()?,
-        admin_addr = %admin_listener.local_addr()?,
-        "listening"
-    );
+    let listeners = listeners::open(&config).await?;
 
     // Probes answer from the start; readiness stays 503 until startup work is done.
     let checks = ReadinessChecks::default();
@@ -80,7 +72,7 @@ async fn serve(config: Config, telemetry: Telemetry) -> anyhow::Result<u8> {
         prestop_delay: config.prestop_delay,
     });
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(admin_listener, admin).await {
+        if let Err(error) = axum::serve(listeners.admin.socket, admin).await {
             tracing::error!(%error, "admin server failed");
         }
     });
@@ -116,7 +108,7 @@ async fn serve(config: Config, telemetry: Telemetry) -> anyhow::Result<u8> {
 
     let router = http::middleware::guard(routes, &metrics, &config);
     let server = HttpServer::new(
-        http_listener,
+        listeners.http,
         router,
         lifecycle.clone(),
         metrics.clone(),

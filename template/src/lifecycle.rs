@@ -71,6 +71,13 @@ impl Lifecycle {
         self.state.subscribe()
     }
 
+    /// Resolves once the lifecycle is at `state` or past it.
+    pub async fn reached(&self, state: State) {
+        let mut states = self.subscribe();
+        // The sender lives as long as `self`, so waiting cannot fail.
+        let _ = states.wait_for(|current| *current >= state).await;
+    }
+
     /// True from the moment shutdown (or the pre-stop hook) began.
     pub fn is_draining(&self) -> bool {
         self.state() >= State::Draining

@@ -99,6 +99,12 @@ fn spans_reach_the_collector_in_the_callers_trace() {
             .any(|window| window == trace_id),
         "the exported span does not carry the caller's trace id"
     );
+    let span_name = b"GET /";
+    assert!(
+        body.windows(span_name.len())
+            .any(|window| window == span_name),
+        "the exported span is not named after the route"
+    );
     let service_name = env!("CARGO_PKG_NAME").as_bytes();
     assert!(
         body.windows(service_name.len())

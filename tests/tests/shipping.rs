@@ -1,8 +1,9 @@
-//! What takes a generated project to a registry: its Dockerfile and its CI workflow.
+//! What takes a generated project to a registry or a host: its Dockerfile, its CI workflow
+//! and its systemd units.
 
 use std::{process::Command, sync::OnceLock};
 
-use kube_service_template_tests::{Generated, chart::tool, generate};
+use kube_service_template_tests::{Generated, chart::tool, generate, repo_root};
 
 fn project() -> &'static Generated {
     static PROJECT: OnceLock<Generated> = OnceLock::new();
@@ -117,4 +118,63 @@ fn the_ci_workflow_is_valid_and_runs_every_check() {
     ] {
         assert!(text.contains(step), "the workflow does not run {step:?}");
     }
+}
+
+/// `systemd-analyze verify` against a scratch root holding the system's own units, the
+/// generated units and a stand-in executable: it warns (and still exits 0) on unknown keys
+/// and unparsable values, so any line that names our units fails the test.
+#[test]
+fn the_systemd_units_verify_clean() {
+    let root = repo_root()
+        .join("target")
+        .join(format!("systemd-root-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let units = root.join("etc/systemd/system");
+    let binaries = root.join("usr/local/bin");
+    std::fs::create_dir_all(&units).unwrap();
+    std::fs::create_dir_all(&binaries).unwrap();
+    std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
+    let copied = Command::new("cp")
+        .args(["-a", "/usr/lib/systemd/system"])
+        .arg(root.join("usr/lib/systemd/"))
+        .status()
+        .unwrap();
+    assert!(copied.success(), "copying the system's units");
+    std::fs::copy("/bin/true", binaries.join("shipped-service")).unwrap();
+    let mut names = Vec::new();
+    for suffix in ["socket", "service"] {
+        let name = format!("shipped-service.{suffix}");
+        std::fs::copy(project().dir.join("systemd").join(&name), units.join(&name)).unwrap();
+        names.push(name);
+    }
+
+    let output = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(format!("--root={}", root.display()))
+        .args(&names)
+        .output()
+        .expect("systemd-analyze runs (see scripts/install.sh)");
+    let _ = std::fs::remove_dir_all(&root);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let about_ours: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("shipped-service"))
+        .collect();
+    assert!(
+        output.status.success() && about_ours.is_empty(),
+        "systemd-analyze verify:\n{stderr}"
+    );
+}
+
+#[test]
+fn the_systemd_units_carry_the_project_s_ports() {
+    let socket = project().read("systemd/shipped-service.socket");
+    let listens: Vec<&str> = socket
+        .lines()
+        .filter_map(|line| line.strip_prefix("ListenStream="))
+        .collect();
+    assert_eq!(listens, ["8000", "127.0.0.1:8001"]);
+    let service = project().read("systemd/shipped-service.service");
+    assert!(service.contains("ExecStart=/usr/local/bin/shipped-service\n"));
+    assert!(service.contains("Requires=shipped-service.socket\n"));
 }

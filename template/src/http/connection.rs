@@ -11,6 +11,7 @@
 
 use std::{
     convert::Infallible,
+    pin::pin,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -33,7 +34,10 @@ use tokio::{net::TcpStream, sync::Notify};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::activity::{Activity, Observed, Verdict};
+use super::{
+    activity::{Activity, Observed, Verdict},
+    when_woken::WhenWoken,
+};
 use crate::{
     lifecycle::{Lifecycle, State},
     metrics::Metrics,
@@ -97,32 +101,32 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let stream = TokioIo::new(Observed::new(stream, activity.clone()));
     let connection = shared.builder.serve_connection(stream, service);
     tokio::pin!(connection);
-    let mut state = shared.lifecycle.subscribe();
+    // Both wait on state every connection shares; see `when_woken` for why they are wrapped.
+    let mut told_to_close = pin!(WhenWoken::new(told_to_close(&shared.lifecycle, &protocol)));
+    let mut aborted = pin!(WhenWoken::new(shared.abort.cancelled()));
     let mut closing = false;
     let mut watchdog = tokio::time::interval(watchdog_period(&shared));
 
     loop {
-        if !closing {
-            let state = *state.borrow_and_update();
-            let http2 = protocol.http2.load(Ordering::Relaxed);
-            if state >= State::Stopping || (state >= State::Draining && http2) {
-                connection.as_mut().graceful_shutdown();
-                closing = true;
-            }
-        }
         tokio::select! {
+            // The connection first: one accepted just before the service stopped must read
+            // the request already waiting in it before being told to close, or it would be
+            // dropped while still detecting its protocol.
+            biased;
             result = connection.as_mut() => {
                 if let Err(error) = result {
                     tracing::debug!(%error, "connection ended with an error");
                 }
                 return;
             }
-            _ = shared.abort.cancelled() => {
+            () = aborted.as_mut() => {
                 shared.metrics.shutdown_connections_cut.inc();
                 return;
             }
-            _ = state.changed(), if !closing => {}
-            _ = protocol.wants_goaway.notified(), if !closing => {}
+            () = told_to_close.as_mut(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
             // HTTP/2 has its own keep-alive pings; the watchdog is for HTTP/1.
             _ = watchdog.tick(), if !closing && !protocol.http2.load(Ordering::Relaxed) => {
                 match activity.verdict(shared.header_read_timeout, shared.idle_timeout) {
@@ -138,6 +142,22 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                 }
             }
         }
+    }
+}
+
+/// Resolves when the connection should close gracefully: once stopping, or while draining
+/// as soon as it is known to be HTTP/2 (a GOAWAY moves its streams elsewhere).
+async fn told_to_close(lifecycle: &Lifecycle, protocol: &ProtocolSeen) {
+    let draining_http2 = async {
+        lifecycle.reached(State::Draining).await;
+        if !protocol.http2.load(Ordering::Relaxed) {
+            // Notified by the first request that sees the drain on an HTTP/2 connection.
+            protocol.wants_goaway.notified().await;
+        }
+    };
+    tokio::select! {
+        () = lifecycle.reached(State::Stopping) => {}
+        () = draining_http2 => {}
     }
 }
 

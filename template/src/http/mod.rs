@@ -6,6 +6,7 @@
 mod activity;
 mod connection;
 pub mod middleware;
+mod when_woken;
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,17 +15,18 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
     server::conn::auto,
 };
-use tokio::{net::TcpListener, time::Instant};
+use tokio::time::Instant;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::Config,
     lifecycle::{Lifecycle, State},
+    listeners::Listener,
     metrics::Metrics,
 };
 
 pub struct HttpServer {
-    listener: TcpListener,
+    listener: Listener,
     shared: Arc<connection::Shared>,
     connections: TaskTracker,
 }
@@ -45,7 +47,7 @@ pub struct Cut {
 
 impl HttpServer {
     pub fn new(
-        listener: TcpListener,
+        listener: Listener,
         router: Router,
         lifecycle: Lifecycle,
         metrics: Metrics,
@@ -84,7 +86,7 @@ impl HttpServer {
         let mut state = self.shared.lifecycle.subscribe();
         loop {
             tokio::select! {
-                accepted = self.listener.accept() => match accepted {
+                accepted = self.listener.socket.accept() => match accepted {
                     Ok((stream, _peer)) => self.spawn_connection(stream),
                     Err(error) => {
                         // Usually out of file descriptors: back off instead of spinning.
@@ -98,12 +100,15 @@ impl HttpServer {
                 }
             }
         }
-        // Connections the kernel completed before the close still get served (with
-        // `Connection: close`), instead of being reset with the listener.
-        while let Ok(Ok((stream, _peer))) =
-            tokio::time::timeout(Duration::ZERO, self.listener.accept()).await
-        {
-            self.spawn_connection(stream);
+        // Connections the kernel completed before the close: closing a socket of our own
+        // would reset them, so they are served here (with `Connection: close`); a socket that
+        // systemd keeps open holds them for the next process instead.
+        if !self.listener.inherited {
+            while let Ok(Ok((stream, _peer))) =
+                tokio::time::timeout(Duration::ZERO, self.listener.socket.accept()).await
+            {
+                self.spawn_connection(stream);
+            }
         }
         drop(self.listener);
         self.connections.close();

@@ -5,7 +5,14 @@
 #[cfg(feature = "otel")]
 mod otel;
 
-use std::{io::IsTerminal, time::Duration};
+use std::{
+    io::IsTerminal,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use axum::http::{HeaderMap, Method};
+use tracing::Span;
 
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
@@ -61,6 +68,7 @@ pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
             .with(logs)
             .with(traces)
             .try_init()?;
+        EXPORTING_TRACES.store(exporter.is_some(), Ordering::Relaxed);
         match &exporter {
             Some(exporter) => {
                 tracing::info!(endpoint = %exporter.endpoint, "exporting traces over OTLP")
@@ -93,10 +101,20 @@ impl Telemetry {
     }
 }
 
-/// Makes `span` a child of the trace the caller propagated (W3C `traceparent`), if any.
-pub fn adopt_remote_parent(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+/// Set once at start: whether spans leave the process.
+static EXPORTING_TRACES: AtomicBool = AtomicBool::new(false);
+
+/// Names a request's span the way trace backends expect (`GET /route`, kind server) and
+/// makes it a child of the trace the caller propagated (W3C `traceparent`), if any. Only
+/// while traces are exported: for logs alone it would be work on every request for nothing.
+pub fn describe_server_span(span: &Span, method: &Method, route: &str, headers: &HeaderMap) {
+    if !EXPORTING_TRACES.load(Ordering::Relaxed) {
+        return;
+    }
+    span.record("otel.name", format!("{method} {route}"));
+    span.record("otel.kind", "server");
     #[cfg(feature = "otel")]
     otel::adopt_remote_parent(span, headers);
     #[cfg(not(feature = "otel"))]
-    let _ = (span, headers);
+    let _ = headers;
 }

@@ -6,7 +6,11 @@
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::{
+        fd::{AsRawFd, RawFd},
+        unix::process::CommandExt,
+    },
     process::{Child, Command, Stdio},
     sync::{Arc, Condvar, Mutex},
     time::{Duration, Instant},
@@ -32,7 +36,42 @@ pub struct Service {
 impl Service {
     /// Starts the service on ephemeral ports and waits until it reports ready.
     pub fn start(env: &[(&str, &str)]) -> Service {
-        let mut command = Command::new(binary());
+        Service::spawn(Command::new(binary()), env)
+    }
+
+    /// Starts the service the way systemd socket activation does: `sockets` become fds 3,
+    /// 4, ..., described by `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID`. The pid is only
+    /// known after the fork, so a shell sets it and then becomes the service with `exec`.
+    pub fn start_activated(env: &[(&str, &str)], sockets: &[&TcpListener], names: &str) -> Service {
+        let mut command = Command::new("/bin/sh");
+        command.args(["-c", r#"export LISTEN_PID=$$; exec "$0""#, binary()]);
+        let passed: Vec<RawFd> = sockets.iter().map(|socket| socket.as_raw_fd()).collect();
+        // SAFETY: between fork and exec only fcntl(2) and dup2(2) run, both async-signal-safe.
+        unsafe {
+            command.pre_exec(move || {
+                // Out of the way first, so that no socket is overwritten before it is moved.
+                let mut high = Vec::with_capacity(passed.len());
+                for &fd in &passed {
+                    match libc::fcntl(fd, libc::F_DUPFD, 100) {
+                        -1 => return Err(std::io::Error::last_os_error()),
+                        copy => high.push(copy),
+                    }
+                }
+                for (target, fd) in (3..).zip(high) {
+                    if libc::dup2(fd, target) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let count = sockets.len().to_string();
+        let mut env = env.to_vec();
+        env.extend([("LISTEN_FDS", count.as_str()), ("LISTEN_FDNAMES", names)]);
+        Service::spawn(command, &env)
+    }
+
+    fn spawn(mut command: Command, env: &[(&str, &str)]) -> Service {
         command
             .env_clear()
             .env("HTTP_ADDR", "127.0.0.1:0")

@@ -96,6 +96,24 @@ fn main() {
         ours: format!("{:.0} %", 100.0 * ours_load.0 / bare_load.0),
         bare: String::new(),
     });
+    // The per-request `request` span is the largest single cost; this shows its share.
+    let spanless_load = {
+        let service = RunningService::start(
+            &ours,
+            &[("SHUTDOWN_DRAIN_DELAY", "1s"), ("RUST_LOG", "warn")],
+            |_| {},
+        );
+        wrk(service.http)
+    };
+    rows.push(Row {
+        label: "  same with RUST_LOG=warn (no request spans)",
+        ours: format!(
+            "{:.0} ({:.0} %)",
+            spanless_load.0,
+            100.0 * spanless_load.0 / bare_load.0
+        ),
+        bare: String::new(),
+    });
 
     let idle = median(
         &mut (0..RUNS)
