@@ -36,6 +36,16 @@ for component in rustfmt clippy; do
     fi
 done
 
+# The container test builds a static (musl) binary.
+musl_target=x86_64-unknown-linux-musl
+installed_targets=$(rustup target list --installed)
+if grep -qx "$musl_target" <<<"$installed_targets"; then
+    say "rust target ${musl_target}: present"
+else
+    say "rust target ${musl_target}: installing"
+    rustup target add "$musl_target"
+fi
+
 helm_version=$("$TOOLS/bin/helm" version --short 2>/dev/null || true)
 if [[ "$helm_version" == "${HELM_VERSION}+"* ]]; then
     say "helm ${HELM_VERSION}: present"
@@ -98,3 +108,5 @@ debian_tool() { # <command> <packages> <what needs it>
 }
 debian_tool wrk wrk "scripts/bench.sh"
 debian_tool systemd-analyze systemd "the systemd unit tests"
+debian_tool podman "podman buildah runc" "the container test"
+debian_tool musl-gcc musl-tools "the container test's static build"

@@ -49,11 +49,19 @@ fn a_restart_refuses_no_connection() {
     first.signal(libc::SIGTERM);
     assert_eq!(first.wait_exit(), 0);
     // Until the next process accepts, new connections wait in the socket's queue.
+    let restarted_at = load.served();
+    // A slow restart: meanwhile no process accepts, and connections must wait, not fail.
+    std::thread::sleep(Duration::from_millis(300));
     let second = Service::start_activated(&env, &[&socket], "http");
     load.wait_for_more(200);
     let tally = load.stop();
 
     assert_eq!(tally.failed, 0, "{tally:?}");
+    eprintln!(
+        "{} requests on fresh connections, {} of them after the first process exited, 0 failed",
+        tally.served,
+        tally.served - restarted_at
+    );
     assert!(
         second.metric(r#"http_requests_total{method="GET",route="/",status="200"}"#) > 0.0,
         "the second process served requests"
@@ -122,11 +130,15 @@ impl Load {
         }
     }
 
+    fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
     /// Waits until `count` more requests have been served.
     fn wait_for_more(&self, count: u64) {
-        let target = self.served.load(Ordering::Relaxed) + count;
+        let target = self.served() + count;
         let started = Instant::now();
-        while self.served.load(Ordering::Relaxed) < target {
+        while self.served() < target {
             assert!(started.elapsed() < support::PATIENCE, "the load stalled");
             std::thread::sleep(Duration::from_millis(5));
         }

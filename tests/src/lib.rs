@@ -3,6 +3,7 @@
 
 pub mod chart;
 pub mod http1;
+pub mod podman;
 pub mod service;
 pub mod sim;
 
