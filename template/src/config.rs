@@ -108,6 +108,17 @@ pub struct Config {
         default_value_t = false
     )]
     pub debug_routes: bool,
+
+    /// Read the service's own Pod and publish events about its shutdown through the
+    /// Kubernetes API (with the `kube` feature, in a Pod whose identity is set).
+    #[arg(
+        long,
+        env = "KUBE_INTEGRATION",
+        value_name = "KUBE_INTEGRATION",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub kube_integration: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

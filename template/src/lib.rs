@@ -5,6 +5,7 @@
 //! - [`listeners`]: the two ports, bound here or passed by systemd socket activation.
 //! - [`http`]: the application listener, its connections and request guards.
 //! - [`admin`]: probes, metrics and the pre-stop hook, on their own port.
+//! - [`pod`]: the service's own Pod through the Kubernetes API (the `kube` feature).
 //! - [`app`]: your routes, resources, readiness checks and background tasks.
 
 pub mod admin;
@@ -15,6 +16,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod listeners;
 pub mod metrics;
+pub mod pod;
 pub mod readiness;
 pub mod resources;
 pub mod shutdown;
@@ -31,6 +33,7 @@ use crate::{
     http::HttpServer,
     lifecycle::{Lifecycle, State},
     metrics::Metrics,
+    pod::OwnPod,
     readiness::ReadinessChecks,
     resources::Resources,
     shutdown::{Budget, Stoppable},
@@ -60,6 +63,7 @@ async fn serve(config: Config, telemetry: Telemetry) -> anyhow::Result<u8> {
         cleanup_timeout: config.shutdown_cleanup_timeout,
     };
     publish_budget(&metrics, &config);
+    let pod = OwnPod::connect(config.kube_integration).await;
 
     let listeners = listeners::open(&config).await?;
 
@@ -116,6 +120,7 @@ async fn serve(config: Config, telemetry: Telemetry) -> anyhow::Result<u8> {
     );
     let serving = tokio::spawn(server.serve());
     lifecycle.advance(State::Ready);
+    pod.check_budget(budget, config.prestop_delay, &metrics);
 
     let signal = signals.next().await;
     let signalled_at = Instant::now();
@@ -127,6 +132,7 @@ async fn serve(config: Config, telemetry: Telemetry) -> anyhow::Result<u8> {
         tasks,
         resources,
         telemetry,
+        pod,
     };
     let report = shutdown::run(signalled_at, budget, &lifecycle, &metrics, stoppable).await;
     Ok(report.exit_code())

@@ -34,6 +34,8 @@ pub struct Families {
     pub shutdown_connections_cut: IntCounter,
     pub shutdown_tasks_cut: IntCounter,
     pub shutdowns: IntCounterVec,
+    pub shutdown_budget_mismatch: IntGauge,
+    pub shutdown_budget_shrunk: IntCounter,
     pub readiness_check_up: IntGaugeVec,
     shutdown_started: OnceLock<Instant>,
 }
@@ -125,6 +127,16 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            shutdown_budget_mismatch: IntGauge::new(
+                "shutdown_budget_mismatch",
+                "1 when the Pod's terminationGracePeriodSeconds cannot cover the shutdown \
+                 budget (kube feature), 0 otherwise.",
+            )?,
+            shutdown_budget_shrunk: IntCounter::new(
+                "shutdown_budget_shrunk_total",
+                "Shutdowns whose budget was shrunk to fit a shorter deletion grace period \
+                 (kube feature).",
+            )?,
             readiness_check_up: IntGaugeVec::new(
                 Opts::new(
                     "readiness_check_up",
@@ -159,6 +171,8 @@ impl Families {
             Box::new(self.shutdown_connections_cut.clone()),
             Box::new(self.shutdown_tasks_cut.clone()),
             Box::new(self.shutdowns.clone()),
+            Box::new(self.shutdown_budget_mismatch.clone()),
+            Box::new(self.shutdown_budget_shrunk.clone()),
             Box::new(self.readiness_check_up.clone()),
             Box::new(build_info()?),
         ];

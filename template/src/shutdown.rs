@@ -17,6 +17,7 @@ use crate::{
     http::{Cut, OpenConnections},
     lifecycle::{Lifecycle, State},
     metrics::Metrics,
+    pod::{self, Outcome, OwnPod},
     resources::{Closed, Resources},
     tasks::BackgroundTasks,
     telemetry::Telemetry,
@@ -32,7 +33,7 @@ pub const EXIT_BAD_CONFIG: u8 = 2;
 pub const EXIT_DEADLINE_EXCEEDED: u8 = 3;
 
 /// The configured durations, all counted as described in the module docs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
     pub drain_delay: Duration,
     pub timeout: Duration,
@@ -45,6 +46,8 @@ pub struct Stoppable {
     pub tasks: BackgroundTasks,
     pub resources: Resources,
     pub telemetry: Telemetry,
+    /// Told how the shutdown goes, for the Pod's events.
+    pub pod: OwnPod,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -80,6 +83,14 @@ pub async fn run(
 ) -> Report {
     metrics.mark_shutdown_started();
     lifecycle.begin_draining("shutdown signal received");
+    let in_flight_at_signal = metrics.http_requests_in_flight.get();
+    // Readiness is off already: the Pod is read while the drain delay runs.
+    let patience = budget.drain_delay.min(pod::CALL_PATIENCE);
+    let budget = stoppable
+        .pod
+        .fit(budget, signalled_at, patience, metrics)
+        .await;
+    let drain_started = stoppable.pod.drain_started(&budget);
     tracing::info!(
         drain_delay_ms = millis(budget.drain_delay),
         timeout_ms = millis(budget.timeout),
@@ -151,6 +162,21 @@ pub async fn run(
         exit_code = report.exit_code(),
         "shutdown complete"
     );
+
+    let outcome = Outcome {
+        took: report.took,
+        in_flight_at_signal,
+        requests_cut: cut.requests,
+        connections_cut: cut.connections,
+        tasks_cut: tasks_cut + resources_not_closed,
+    };
+    let patience = cleanup_deadline
+        .saturating_duration_since(Instant::now())
+        .min(pod::CALL_PATIENCE);
+    stoppable
+        .pod
+        .shutdown_finished(drain_started, &outcome, patience)
+        .await;
 
     let telemetry_flushed = stoppable
         .telemetry

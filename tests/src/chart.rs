@@ -13,6 +13,7 @@ use k8s_openapi::api::{
     core::v1::{ConfigMap, Container, Pod, PodSpec, Service, ServiceAccount},
     networking::v1::NetworkPolicy,
     policy::v1::PodDisruptionBudget,
+    rbac::v1::{Role, RoleBinding},
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::DynamicObject;
@@ -79,6 +80,8 @@ pub enum Object {
     NetworkPolicy(Box<NetworkPolicy>),
     ConfigMap(Box<ConfigMap>),
     Pod(Box<Pod>),
+    Role(Box<Role>),
+    RoleBinding(Box<RoleBinding>),
     /// A kind `k8s-openapi` does not know, such as a Prometheus Operator resource.
     Dynamic(Box<DynamicObject>),
 }
@@ -189,6 +192,8 @@ pub fn parse(yaml: &str) -> Vec<Object> {
             "NetworkPolicy" => Object::NetworkPolicy(typed(&json)),
             "ConfigMap" => Object::ConfigMap(typed(&json)),
             "Pod" => Object::Pod(typed(&json)),
+            "Role" => Object::Role(typed(&json)),
+            "RoleBinding" => Object::RoleBinding(typed(&json)),
             _ => Object::Dynamic(typed(&json)),
         };
         objects.push(object);
@@ -213,6 +218,8 @@ impl Object {
             Object::NetworkPolicy(_) => "NetworkPolicy".into(),
             Object::ConfigMap(_) => "ConfigMap".into(),
             Object::Pod(_) => "Pod".into(),
+            Object::Role(_) => "Role".into(),
+            Object::RoleBinding(_) => "RoleBinding".into(),
             Object::Dynamic(object) => object
                 .types
                 .as_ref()
@@ -298,4 +305,7 @@ first_of_kind!(
     horizontal_pod_autoscaler: HorizontalPodAutoscaler,
     network_policy: NetworkPolicy,
     pod: Pod,
+    role: Role,
+    role_binding: RoleBinding,
+    service_account: ServiceAccount,
 );

@@ -99,6 +99,8 @@ fn the_default_render_holds_what_a_platform_team_expects() {
             "Deployment",
             "Pod",
             "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
             "Service",
             "ServiceAccount"
         ]
@@ -117,7 +119,6 @@ fn the_default_render_holds_what_a_platform_team_expects() {
     let pod = manifests.pod_spec();
     let spread = &pod.topology_spread_constraints.as_ref().unwrap()[0];
     assert_eq!(spread.when_unsatisfiable, "ScheduleAnyway");
-    assert_eq!(pod.automount_service_account_token, Some(false));
 
     let security = pod.security_context.as_ref().unwrap();
     assert_eq!(security.run_as_non_root, Some(true));
@@ -471,16 +472,7 @@ fn opentelemetry_is_wired_from_values_and_the_downward_api() {
     ] {
         assert!(attributes.contains(expected), "{attributes}");
     }
-    let downward: BTreeMap<String, String> = manifests
-        .container()
-        .env
-        .iter()
-        .flatten()
-        .filter_map(|var| {
-            let field = var.value_from.as_ref()?.field_ref.as_ref()?;
-            Some((var.name.clone(), field.field_path.clone()))
-        })
-        .collect();
+    let downward = downward_api(&manifests);
     assert_eq!(downward["POD_NAME"], "metadata.name");
     assert_eq!(downward["POD_NAMESPACE"], "metadata.namespace");
     assert_eq!(downward["NODE_NAME"], "spec.nodeName");
@@ -489,6 +481,104 @@ fn opentelemetry_is_wired_from_values_and_the_downward_api() {
             .env("OTEL_EXPORTER_OTLP_ENDPOINT")
             .is_none()
     );
+}
+
+/// The downward-API fields of the container's environment, by variable.
+fn downward_api(manifests: &Manifests) -> BTreeMap<String, String> {
+    manifests
+        .container()
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|var| {
+            let field = var.value_from.as_ref()?.field_ref.as_ref()?;
+            Some((var.name.clone(), field.field_path.clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_kube_integration_gets_exactly_the_access_it_needs_and_no_more() {
+    let manifests = render(Render::default());
+    let role = manifests
+        .role()
+        .expect("a Role with kube.enabled (the default)");
+    let rules: Vec<(Vec<String>, Vec<String>, Vec<String>)> = role
+        .rules
+        .iter()
+        .flatten()
+        .map(|rule| {
+            (
+                rule.api_groups.clone().unwrap_or_default(),
+                rule.resources.clone().unwrap_or_default(),
+                rule.verbs.clone(),
+            )
+        })
+        .collect();
+    let strings = |items: &[&str]| items.iter().map(|item| item.to_string()).collect();
+    assert_eq!(
+        rules,
+        [
+            (strings(&[""]), strings(&["pods"]), strings(&["get"])),
+            (
+                strings(&["events.k8s.io"]),
+                strings(&["events"]),
+                strings(&["create", "patch"])
+            ),
+        ]
+    );
+    let namespace = role.metadata.namespace.as_deref();
+    assert_eq!(namespace, Some("shop"), "a Role in the release namespace");
+
+    let binding = manifests.role_binding().expect("a RoleBinding");
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
+    let subjects = binding.subjects.as_ref().unwrap();
+    let account = manifests.service_account().expect("a ServiceAccount");
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0].kind, "ServiceAccount");
+    assert_eq!(Some(&subjects[0].name), account.metadata.name.as_ref());
+    assert_eq!(
+        manifests.pod_spec().service_account_name,
+        account.metadata.name
+    );
+
+    assert_eq!(
+        manifests.pod_spec().automount_service_account_token,
+        Some(true)
+    );
+    assert_eq!(manifests.env("KUBE_INTEGRATION").as_deref(), Some("true"));
+    let downward = downward_api(&manifests);
+    for (variable, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("POD_UID", "metadata.uid"),
+    ] {
+        assert_eq!(downward.get(variable).map(String::as_str), Some(field));
+    }
+    assert_eq!(
+        manifests.env("CONTAINER_NAME"),
+        Some(manifests.container().name.clone())
+    );
+}
+
+#[test]
+fn without_the_kube_integration_there_is_no_rbac_and_no_token() {
+    let manifests = render(Render::default().set("kube.enabled=false"));
+    assert!(manifests.role().is_none() && manifests.role_binding().is_none());
+    assert_eq!(
+        manifests.pod_spec().automount_service_account_token,
+        Some(false)
+    );
+    assert_eq!(
+        manifests
+            .service_account()
+            .unwrap()
+            .automount_service_account_token,
+        Some(false)
+    );
+    assert_eq!(manifests.env("KUBE_INTEGRATION").as_deref(), Some("false"));
+    assert!(!downward_api(&manifests).contains_key("POD_UID"));
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! A generated project passes fmt, clippy and its own tests right after generation,
-//! for the default options and for every option switched on.
+//! for the default options, for every option switched on and for every option off.
 
 use kube_service_template_tests::{Generated, generate};
 
@@ -29,12 +29,42 @@ fn the_all_options_project_passes_fmt_clippy_and_its_tests() {
     )
     .expect("all options generate");
     passes_its_own_checks(&project);
-    // The OpenTelemetry tests only exist with the feature: make sure they ran.
-    let listed = project.cargo(&["test", "--test", "otel", "--", "--list"]);
-    let listed = String::from_utf8_lossy(&listed.stdout);
-    assert!(
-        listed.contains("spans_reach_the_collector_in_the_callers_trace"),
-        "{listed}"
+    // The OpenTelemetry and Kubernetes tests only exist with their features: they ran.
+    for (test, one_of_them) in [
+        ("otel", "spans_reach_the_collector_in_the_callers_trace"),
+        (
+            "kube",
+            "a_clean_shutdown_tells_its_story_in_the_pods_events",
+        ),
+    ] {
+        let listed = project.cargo(&["test", "--test", test, "--", "--list"]);
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        assert!(listed.contains(one_of_them), "{listed}");
+    }
+}
+
+#[test]
+fn the_project_without_options_builds_no_kubernetes_client() {
+    let project = generate("plain-service", &[("otel", "false"), ("kube", "false")])
+        .expect("options off generate");
+    passes_its_own_checks(&project);
+    let tree = project.cargo(&["tree", "--edges", "normal", "--prefix", "none"]);
+    let tree = String::from_utf8_lossy(&tree.stdout);
+    for absent in ["kube ", "kube-client ", "k8s-openapi ", "opentelemetry "] {
+        assert!(
+            !tree.lines().any(|line| line.starts_with(absent)),
+            "{absent}is in the build with the switches off"
+        );
+    }
+    let values = project.read("helm/values.yaml");
+    let kube = values.split("\nkube:\n").nth(1).expect("a kube section");
+    let enabled = kube
+        .lines()
+        .find(|line| line.trim_start().starts_with("enabled:"));
+    assert_eq!(
+        enabled.map(str::trim),
+        Some("enabled: false"),
+        "the chart's kube.enabled"
     );
 }
 

@@ -93,9 +93,19 @@ fn placeholders_reach_code_chart_and_docs() {
 }
 
 #[test]
-fn the_otel_switch_sets_the_default_cargo_feature() {
-    let on = generate("otel-on", &[("otel", "true")]).unwrap();
-    let off = generate("otel-off", &[("otel", "false")]).unwrap();
-    assert!(on.read("Cargo.toml").contains(r#"default = ["otel"]"#));
-    assert!(off.read("Cargo.toml").contains("default = []"));
+fn the_switches_set_the_default_cargo_features() {
+    for (otel, kube, expected) in [
+        ("true", "true", r#"default = ["otel", "kube"]"#),
+        ("true", "false", r#"default = ["otel"]"#),
+        ("false", "true", r#"default = ["kube"]"#),
+        ("false", "false", "default = []"),
+    ] {
+        let name = format!("switches-{otel}-{kube}");
+        let project = generate(&name, &[("otel", otel), ("kube", kube)]).unwrap();
+        let manifest = project.read("Cargo.toml");
+        assert!(
+            manifest.contains(expected),
+            "otel={otel} kube={kube}:\n{manifest}"
+        );
+    }
 }

@@ -28,6 +28,14 @@ pub struct Telemetry {
 /// exporter owns a blocking HTTP client that must not be created inside it.
 pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // kube's client logs each failed call at ERROR; the Pod integration is best effort and
+    // logs its own warning instead. RUST_LOG naming kube_client brings them back.
+    #[cfg(feature = "kube")]
+    let filter = if std::env::var("RUST_LOG").is_ok_and(|value| value.contains("kube_client")) {
+        filter
+    } else {
+        filter.add_directive("kube_client=off".parse()?)
+    };
     let pretty = match format {
         LogFormat::Pretty => true,
         LogFormat::Json => false,

@@ -1,0 +1,211 @@
+//! The service's own Pod, through the Kubernetes API (the `kube` feature):
+//! - events that tell the shutdown's story in `kubectl describe pod`: `DrainStarted`,
+//!   `DrainCompleted`, and a Warning `ShutdownDeadlineExceeded` when something was cut;
+//! - at start, the Pod's grace period and preStop hook checked against the shutdown budget
+//!   (a Warning `ShutdownBudgetMismatch` event and the `shutdown_budget_mismatch` metric);
+//! - at SIGTERM, a budget shrunk to fit a deletion that allows less time than usual.
+//!
+//! All of it is best effort under short timeouts: an absent, slow or failing API server
+//! changes nothing else. Outside a cluster, or built without the feature, it is inactive, and
+//! one log line at start says why.
+
+#[cfg(feature = "kube")]
+mod budget;
+#[cfg(feature = "kube")]
+mod cluster;
+
+use std::time::Duration;
+
+use tokio::{task::JoinHandle, time::Instant};
+
+use crate::{metrics::Metrics, shutdown::Budget};
+
+/// How long the shutdown waits at most for one call to the API server.
+pub const CALL_PATIENCE: Duration = Duration::from_secs(2);
+
+/// A handle on the service's own Pod; does nothing when the integration is inactive.
+#[derive(Clone, Default)]
+pub struct OwnPod {
+    #[cfg(feature = "kube")]
+    cluster: Option<std::sync::Arc<cluster::Cluster>>,
+}
+
+/// What the shutdown reports to the Pod's events once it is over.
+pub struct Outcome {
+    pub took: Duration,
+    pub in_flight_at_signal: i64,
+    pub requests_cut: u64,
+    pub connections_cut: u64,
+    pub tasks_cut: usize,
+}
+
+impl OwnPod {
+    #[cfg(not(feature = "kube"))]
+    pub async fn connect(_enabled: bool) -> OwnPod {
+        tracing::info!("Kubernetes integration inactive: built without the kube feature");
+        OwnPod::default()
+    }
+
+    /// Connects when enabled (`KUBE_INTEGRATION`), in a Pod, with an API to talk to.
+    #[cfg(feature = "kube")]
+    pub async fn connect(enabled: bool) -> OwnPod {
+        if !enabled {
+            tracing::info!("Kubernetes integration inactive: KUBE_INTEGRATION=false");
+            return OwnPod::default();
+        }
+        let Some(identity) = cluster::Identity::from_env() else {
+            tracing::info!(
+                "Kubernetes integration inactive: POD_NAME and POD_NAMESPACE are not set"
+            );
+            return OwnPod::default();
+        };
+        let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+        if !in_cluster && std::env::var_os("KUBECONFIG").is_none() {
+            tracing::info!(
+                "Kubernetes integration inactive: no cluster (KUBERNETES_SERVICE_HOST and \
+                 KUBECONFIG are not set)"
+            );
+            return OwnPod::default();
+        }
+        match cluster::Cluster::connect(identity, env!("CARGO_PKG_NAME")).await {
+            Ok(cluster) => {
+                tracing::info!(pod = cluster.describe(), "Kubernetes integration active");
+                OwnPod {
+                    cluster: Some(std::sync::Arc::new(cluster)),
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Kubernetes integration inactive");
+                OwnPod::default()
+            }
+        }
+    }
+
+    /// Compares the Pod's spec with the budget, in the background; a contradiction is
+    /// logged, counted in `shutdown_budget_mismatch` and published as a Warning event.
+    pub fn check_budget(&self, budget: Budget, prestop_delay: Duration, metrics: &Metrics) {
+        #[cfg(feature = "kube")]
+        if let Some(cluster) = self.cluster.clone() {
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let Some(pod) = cluster.shutdown_spec().await else {
+                    return;
+                };
+                match budget::mismatch(&pod, &budget, prestop_delay) {
+                    None => metrics.shutdown_budget_mismatch.set(0),
+                    Some(problem) => {
+                        metrics.shutdown_budget_mismatch.set(1);
+                        tracing::warn!(%problem, "the Pod's spec contradicts the shutdown budget");
+                        cluster
+                            .publish(true, "ShutdownBudgetMismatch", "CheckBudget", problem)
+                            .await;
+                    }
+                }
+            });
+        }
+        #[cfg(not(feature = "kube"))]
+        let _ = (budget, prestop_delay, metrics);
+    }
+
+    /// The budget to shut down with: the configured one, or less when the Pod's deletion
+    /// leaves less time before SIGKILL. Gives up after `patience`, keeping the budget.
+    pub async fn fit(
+        &self,
+        budget: Budget,
+        signalled_at: Instant,
+        patience: Duration,
+        metrics: &Metrics,
+    ) -> Budget {
+        #[cfg(feature = "kube")]
+        if let Some(cluster) = &self.cluster {
+            let Ok(Some(deadline)) = tokio::time::timeout(patience, cluster.kill_deadline()).await
+            else {
+                return budget;
+            };
+            // The budget counts from the signal; the Pod was read a moment after it.
+            let left = deadline
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+                + signalled_at.elapsed();
+            if let Some(fitted) = budget::fit(budget, left) {
+                metrics.shutdown_budget_shrunk.inc();
+                tracing::warn!(
+                    sigkill_after_ms = left.as_millis() as u64,
+                    drain_delay_ms = fitted.drain_delay.as_millis() as u64,
+                    timeout_ms = fitted.timeout.as_millis() as u64,
+                    cleanup_timeout_ms = fitted.cleanup_timeout.as_millis() as u64,
+                    "shutdown: the Pod's deletion allows less time than the budget; shrunk to fit"
+                );
+                return fitted;
+            }
+        }
+        #[cfg(not(feature = "kube"))]
+        let _ = (signalled_at, patience, metrics);
+        budget
+    }
+
+    /// Publishes `DrainStarted` in the background; the handle lets the end of the shutdown
+    /// keep the events in order.
+    pub fn drain_started(&self, budget: &Budget) -> Option<JoinHandle<()>> {
+        #[cfg(feature = "kube")]
+        if let Some(cluster) = self.cluster.clone() {
+            let note = format!(
+                "Shutdown signal received: draining for {}, requests may take until {} after \
+                 the signal, cleanup within {}.",
+                humantime::format_duration(budget.drain_delay),
+                humantime::format_duration(budget.timeout),
+                humantime::format_duration(budget.cleanup_timeout),
+            );
+            return Some(tokio::spawn(async move {
+                cluster.publish(false, "DrainStarted", "Drain", note).await;
+            }));
+        }
+        #[cfg(not(feature = "kube"))]
+        let _ = budget;
+        None
+    }
+
+    /// Publishes how the shutdown ended, waiting at most `patience` (and never longer than
+    /// the event calls' own timeouts).
+    pub async fn shutdown_finished(
+        &self,
+        started: Option<JoinHandle<()>>,
+        outcome: &Outcome,
+        patience: Duration,
+    ) {
+        #[cfg(feature = "kube")]
+        if let Some(cluster) = &self.cluster {
+            let finished = async {
+                if let Some(started) = started {
+                    let _ = started.await;
+                }
+                let took = humantime::format_duration(Duration::from_millis(
+                    outcome.took.as_millis() as u64,
+                ));
+                if outcome.requests_cut + outcome.connections_cut + outcome.tasks_cut as u64 == 0 {
+                    let note = format!(
+                        "Drained in {took}; {} requests were in flight at the signal, all finished.",
+                        outcome.in_flight_at_signal
+                    );
+                    cluster
+                        .publish(false, "DrainCompleted", "Drain", note)
+                        .await;
+                } else {
+                    let note = format!(
+                        "Shutdown deadline exceeded after {took}: cut {} requests, {} \
+                         connections and {} background tasks or resources.",
+                        outcome.requests_cut, outcome.connections_cut, outcome.tasks_cut
+                    );
+                    cluster
+                        .publish(true, "ShutdownDeadlineExceeded", "Drain", note)
+                        .await;
+                }
+            };
+            if tokio::time::timeout(patience, finished).await.is_err() {
+                tracing::warn!("shutdown: gave up on publishing the final event");
+            }
+        }
+        #[cfg(not(feature = "kube"))]
+        let _ = (started, outcome, patience);
+    }
+}
