@@ -178,3 +178,49 @@ fn the_systemd_units_carry_the_project_s_ports() {
     assert!(service.contains("ExecStart=/usr/local/bin/shipped-service\n"));
     assert!(service.contains("Requires=shipped-service.socket\n"));
 }
+
+/// `major.minor.patch` as numbers, `1.89` read as `1.89.0`.
+fn version(text: &str) -> (u64, u64, u64) {
+    let mut parts = text.trim().split('.').map(|part| part.parse().unwrap_or(0));
+    let mut next = || parts.next().unwrap_or(0);
+    (next(), next(), next())
+}
+
+#[test]
+fn the_declared_rust_version_builds_every_dependency_and_the_image() {
+    let output = project().cargo(&["metadata", "--format-version", "1"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let packages = metadata["packages"].as_array().unwrap();
+    let ours = packages
+        .iter()
+        .find(|package| package["name"] == "shipped-service")
+        .expect("the project's own package");
+    let declared = ours["rust_version"].as_str().expect("a rust-version");
+    // Every package the lockfile can pull in, optional features included.
+    let (needed, by) = packages
+        .iter()
+        .filter_map(|package| Some((version(package["rust_version"].as_str()?), package)))
+        .max_by_key(|(needed, _)| *needed)
+        .unwrap();
+    assert!(
+        version(declared) >= needed,
+        "rust-version {declared} is older than {} {} needs ({needed:?})",
+        by["name"],
+        by["version"]
+    );
+    let dockerfile = project().read("Dockerfile");
+    let image_rust = dockerfile
+        .lines()
+        .find_map(|line| line.strip_prefix("ARG RUST_VERSION="))
+        .expect("the Dockerfile pins its Rust version");
+    assert_eq!(
+        version(image_rust),
+        version(declared),
+        "the image builds with rust-version"
+    );
+}
