@@ -41,16 +41,27 @@ fn main() {
     let rollout = !std::env::args().any(|arg| arg == "--no-rollout");
     let project = generate("bench-service", &[])
         .unwrap_or_else(|refused| panic!("cargo generate refused:\n{}", refused.output));
-    let build = clean_build.then(|| time_clean_release_build(&project));
+    // Default features (the `kube` integration on), then without any optional feature.
+    let builds = clean_build.then(|| {
+        (
+            time_clean_release_build(&project, &[]),
+            time_clean_release_build(&project, &["--no-default-features"]),
+        )
+    });
     project.cargo_ok(&["build", "--release"]);
     let ours = shared_target_dir().join("release").join("bench-service");
     let bare = build_bare_axum();
 
     let mut rows = Vec::new();
-    if let Some(build) = build {
+    if let Some((with_kube, without)) = builds {
         rows.push(Row {
             label: "clean release build (deps downloaded)",
-            ours: format!("{:.1} s", build.as_secs_f64()),
+            ours: format!("{:.1} s", with_kube.as_secs_f64()),
+            bare: "-".into(),
+        });
+        rows.push(Row {
+            label: "  same without the kube feature",
+            ours: format!("{:.1} s", without.as_secs_f64()),
             bare: "-".into(),
         });
     }
@@ -402,7 +413,7 @@ impl Drop for BareAxum {
     }
 }
 
-fn time_clean_release_build(project: &Generated) -> Duration {
+fn time_clean_release_build(project: &Generated, flags: &[&str]) -> Duration {
     let target = repo_root().join("target").join("bench-clean-build");
     let _ = std::fs::remove_dir_all(&target);
     project.cargo_ok(&["fetch"]);
@@ -410,6 +421,7 @@ fn time_clean_release_build(project: &Generated) -> Duration {
     let status = Command::new("cargo")
         .current_dir(&project.dir)
         .args(["build", "--release", "--quiet"])
+        .args(flags)
         .env("CARGO_TARGET_DIR", &target)
         .status()
         .expect("cargo runs");
