@@ -110,7 +110,10 @@ fn the_ci_workflow_is_valid_and_runs_every_check() {
     for step in [
         "cargo fmt --check",
         "cargo clippy --all-targets -- -D warnings",
+        "cargo clippy --all-targets --all-features -- -D warnings",
+        "cargo clippy --all-targets --no-default-features -- -D warnings",
         "cargo test",
+        "cargo test --no-default-features",
         "helm lint --strict helm",
         "helm template",
         "kubernetes-validate --strict",
