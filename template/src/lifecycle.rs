@@ -66,14 +66,9 @@ impl Lifecycle {
         *self.state.borrow()
     }
 
-    /// A receiver that wakes whenever the state changes.
-    pub fn subscribe(&self) -> watch::Receiver<State> {
-        self.state.subscribe()
-    }
-
     /// Resolves once the lifecycle is at `state` or past it.
     pub async fn reached(&self, state: State) {
-        let mut states = self.subscribe();
+        let mut states = self.state.subscribe();
         // The sender lives as long as `self`, so waiting cannot fail.
         let _ = states.wait_for(|current| *current >= state).await;
     }

@@ -17,7 +17,7 @@ use crate::{
     http::{Cut, OpenConnections},
     lifecycle::{Lifecycle, State},
     metrics::Metrics,
-    pod::{self, Outcome, OwnPod},
+    pod::{self, OwnPod},
     resources::{Closed, Resources},
     tasks::BackgroundTasks,
     telemetry::Telemetry,
@@ -163,19 +163,12 @@ pub async fn run(
         "shutdown complete"
     );
 
-    let outcome = Outcome {
-        took: report.took,
-        in_flight_at_signal,
-        requests_cut: cut.requests,
-        connections_cut: cut.connections,
-        tasks_cut: tasks_cut + resources_not_closed,
-    };
     let patience = cleanup_deadline
         .saturating_duration_since(Instant::now())
         .min(pod::CALL_PATIENCE);
     stoppable
         .pod
-        .shutdown_finished(drain_started, &outcome, patience)
+        .shutdown_finished(drain_started, &report, in_flight_at_signal, patience)
         .await;
 
     let telemetry_flushed = stoppable

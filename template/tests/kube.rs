@@ -8,7 +8,7 @@ mod support;
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -24,7 +24,7 @@ use k8s_openapi::{
 };
 use serde_json::{Value, json};
 
-use support::{Service, get_in_background};
+use support::{Service, get_in_background, loopback_listener};
 
 const POD: &str = "web-7d9f8-x2k4q";
 const NAMESPACE: &str = "shop";
@@ -296,7 +296,7 @@ struct FakeApi {
 
 impl FakeApi {
     fn start(behaviour: Behaviour) -> FakeApi {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = loopback_listener();
         let addr = listener.local_addr().unwrap();
         let behaviour = Arc::new(Mutex::new(behaviour));
         let calls = Arc::new(Mutex::new(Vec::new()));

@@ -4,7 +4,7 @@
 mod support;
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -13,11 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{Connection, Service, get};
+use support::{Connection, Service, get, loopback_listener};
 
 #[test]
 fn passed_sockets_serve_the_roles_their_names_give() {
-    let (admin, http) = (bind(), bind());
+    let (admin, http) = (loopback_listener(), loopback_listener());
     let service = Service::start_activated(&[], &[&admin, &http], "admin:http");
     assert_eq!(service.http, http.local_addr().unwrap());
     assert_eq!(service.admin, admin.local_addr().unwrap());
@@ -30,7 +30,7 @@ fn passed_sockets_serve_the_roles_their_names_give() {
 
 #[test]
 fn a_listener_not_passed_is_bound_from_its_address() {
-    let http = bind();
+    let http = loopback_listener();
     let service = Service::start_activated(&[], &[&http], "");
     assert_eq!(service.http, http.local_addr().unwrap());
     assert_eq!(get(service.admin, "/livez").status, 200);
@@ -39,7 +39,7 @@ fn a_listener_not_passed_is_bound_from_its_address() {
 
 #[test]
 fn a_restart_refuses_no_connection() {
-    let socket = bind();
+    let socket = loopback_listener();
     let addr = socket.local_addr().unwrap();
     let env = [("SHUTDOWN_DRAIN_DELAY", "300ms")];
     let load = Load::start(addr, 4);
@@ -66,10 +66,6 @@ fn a_restart_refuses_no_connection() {
         second.metric(r#"http_requests_total{method="GET",route="/",status="200"}"#) > 0.0,
         "the second process served requests"
     );
-}
-
-fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").unwrap()
 }
 
 /// Clients sending `GET /` on a fresh connection each, until stopped.

@@ -4,13 +4,13 @@
 
 mod support;
 
-use std::{net::TcpListener, time::Duration};
+use std::time::Duration;
 
 use clap::Parser;
 
 use {{crate_name}}::config::{self, Cli};
 
-use support::{Service, get};
+use support::{Service, get, loopback_listener};
 
 /// Added to the budget for process exit, as in the Helm chart.
 const MARGIN: Duration = Duration::from_secs(2);
@@ -123,7 +123,7 @@ fn the_sockets_are_the_default_ports_in_the_order_the_service_takes_them() {
 #[test]
 fn started_as_systemd_would_the_service_serves_and_stops_within_the_timeout() {
     let unit = Unit::read("service");
-    let (http, admin) = (bind(), bind());
+    let (http, admin) = (loopback_listener(), loopback_listener());
     // systemd names the sockets of one socket unit after the unit.
     let name = concat!(env!("CARGO_PKG_NAME"), ".socket");
     let mut service = Service::start_activated(
@@ -141,8 +141,4 @@ fn started_as_systemd_would_the_service_serves_and_stops_within_the_timeout() {
     service.signal(libc::SIGTERM);
     assert_eq!(service.wait_exit(), 0);
     assert!(signalled.elapsed() < stop);
-}
-
-fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").unwrap()
 }

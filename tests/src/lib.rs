@@ -8,6 +8,7 @@ pub mod service;
 pub mod sim;
 
 use std::{
+    net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::{
@@ -15,6 +16,11 @@ use std::{
         atomic::{AtomicUsize, Ordering},
     },
 };
+
+/// A loopback address whose port was free a moment ago, for a process that binds it itself.
+pub fn free_loopback_address() -> std::io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
 
 /// The repository root (the template's parent).
 pub fn repo_root() -> PathBuf {

@@ -50,28 +50,39 @@ pub fn static_binary(project: &Generated, name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The instructions of a Dockerfile's last stage, continuation lines joined, comments
+/// dropped and whitespace collapsed.
+pub fn final_stage(dockerfile: &str) -> Vec<String> {
+    let joined = dockerfile.replace("\\\n", " ");
+    let instructions: Vec<String> = joined
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let last_from = instructions
+        .iter()
+        .rposition(|line| line.starts_with("FROM "))
+        .expect("the Dockerfile has a FROM");
+    instructions[last_from..].to_vec()
+}
+
 /// The Dockerfile's final stage, made buildable without a registry: `FROM scratch`
 /// instead of the distroless base, and the binary copied from the build context instead of
 /// from the builder stage. Everything else (user, ports, stop signal, entrypoint, labels)
 /// is kept as written.
 pub fn scratch_containerfile(dockerfile: &str) -> String {
-    let joined = dockerfile.replace("\\\n", " ");
-    let lines: Vec<&str> = joined.lines().collect();
-    let last_from = lines
-        .iter()
-        .rposition(|line| line.starts_with("FROM "))
-        .expect("the Dockerfile has a FROM");
     let mut stage = vec!["FROM scratch".to_owned()];
-    for line in &lines[last_from + 1..] {
-        let line = line.trim();
-        if let Some(copy) = line.strip_prefix("COPY --from=builder ") {
-            let destination = copy
-                .split_whitespace()
-                .last()
-                .expect("COPY has a destination");
-            stage.push(format!("COPY service {destination}"));
-        } else {
-            stage.push(line.to_owned());
+    for line in &final_stage(dockerfile)[1..] {
+        match line.strip_prefix("COPY --from=builder ") {
+            Some(copy) => {
+                let destination = copy
+                    .split_whitespace()
+                    .last()
+                    .expect("COPY has a destination");
+                stage.push(format!("COPY service {destination}"));
+            }
+            None => stage.push(line.clone()),
         }
     }
     stage.join("\n") + "\n"

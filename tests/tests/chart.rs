@@ -1,7 +1,7 @@
 //! The generated chart, rendered by real Helm and read as typed Kubernetes objects: one
 //! shutdown budget from values.yaml to the kubelet to the process.
 
-use std::{collections::BTreeMap, net::TcpListener, sync::OnceLock, time::Duration};
+use std::{collections::BTreeMap, sync::OnceLock, time::Duration};
 
 use k8s_openapi::{
     api::core::v1::{Container, HTTPGetAction},
@@ -10,7 +10,7 @@ use k8s_openapi::{
 use kube_service_template_tests::{
     Generated,
     chart::{Chart, Manifests, Render, tool},
-    generate,
+    free_loopback_address, generate,
     http1::Connection,
     service::RunningService,
     shared_target_dir,
@@ -613,13 +613,7 @@ fn the_running_binary_serves_every_path_the_kubelet_calls() {
     project.cargo_ok(&["build"]);
     let binary = shared_target_dir().join("debug").join("chart-service");
 
-    let free_port = || {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
+    let free_port = || free_loopback_address().unwrap().port();
     for kube_version in ["1.29.0", "1.30.0"] {
         let manifests = render(
             Render::default()

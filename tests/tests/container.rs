@@ -3,12 +3,12 @@
 //! a kubelet stops a pod (SIGTERM, then SIGKILL when the grace period is over).
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
 use kube_service_template_tests::{
-    generate,
+    free_loopback_address, generate,
     http1::Connection,
     podman::{Container, Image, scratch_containerfile, static_binary},
 };
@@ -22,7 +22,10 @@ fn the_container_runs_unprivileged_answers_probes_and_stops_cleanly_mid_request(
     let containerfile = scratch_containerfile(&project.read("Dockerfile"));
     let image = Image::build("contained-service", &containerfile, &binary);
 
-    let (http, admin) = (free_address(), free_address());
+    let (http, admin) = (
+        free_loopback_address().unwrap(),
+        free_loopback_address().unwrap(),
+    );
     let container = image.run(&[
         ("HTTP_ADDR", &http.to_string()),
         ("ADMIN_ADDR", &admin.to_string()),
@@ -60,13 +63,6 @@ fn the_container_runs_unprivileged_answers_probes_and_stops_cleanly_mid_request(
         grace.as_secs(),
         took.as_millis()
     );
-}
-
-fn free_address() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 fn get(addr: SocketAddr, path: &str) -> kube_service_template_tests::http1::Response {

@@ -3,7 +3,9 @@
 
 use std::{process::Command, sync::OnceLock};
 
-use kube_service_template_tests::{Generated, chart::tool, generate, repo_root};
+use kube_service_template_tests::{
+    Generated, chart::tool, generate, podman::final_stage, repo_root,
+};
 
 fn project() -> &'static Generated {
     static PROJECT: OnceLock<Generated> = OnceLock::new();
@@ -14,22 +16,6 @@ fn project() -> &'static Generated {
         )
         .expect("valid values generate")
     })
-}
-
-/// The instructions of the Dockerfile's last stage, continuation lines joined.
-fn final_stage(dockerfile: &str) -> Vec<String> {
-    let joined = dockerfile.replace("\\\n", " ");
-    let instructions: Vec<String> = joined
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect();
-    let last_from = instructions
-        .iter()
-        .rposition(|line| line.starts_with("FROM "))
-        .expect("a FROM");
-    instructions[last_from..].to_vec()
 }
 
 #[test]

@@ -83,7 +83,8 @@ impl HttpServer {
     /// Accepts connections until the lifecycle reaches `stopping`, then closes the listener:
     /// from then on new connections are refused by the kernel.
     pub async fn serve(self) -> OpenConnections {
-        let mut state = self.shared.lifecycle.subscribe();
+        let stopping = self.shared.lifecycle.reached(State::Stopping);
+        tokio::pin!(stopping);
         loop {
             tokio::select! {
                 accepted = self.listener.socket.accept() => match accepted {
@@ -94,10 +95,7 @@ impl HttpServer {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                stopping = async { state.wait_for(|state| *state >= State::Stopping).await.is_ok() } => {
-                    debug_assert!(stopping, "the lifecycle outlives the server");
-                    break;
-                }
+                () = &mut stopping => break,
             }
         }
         // Connections the kernel completed before the close: closing a socket of our own

@@ -18,7 +18,10 @@ use std::time::Duration;
 
 use tokio::{task::JoinHandle, time::Instant};
 
-use crate::{metrics::Metrics, shutdown::Budget};
+use crate::{
+    metrics::Metrics,
+    shutdown::{Budget, Report},
+};
 
 /// How long the shutdown waits at most for one call to the API server.
 pub const CALL_PATIENCE: Duration = Duration::from_secs(2);
@@ -28,15 +31,6 @@ pub const CALL_PATIENCE: Duration = Duration::from_secs(2);
 pub struct OwnPod {
     #[cfg(feature = "kube")]
     cluster: Option<std::sync::Arc<cluster::Cluster>>,
-}
-
-/// What the shutdown reports to the Pod's events once it is over.
-pub struct Outcome {
-    pub took: Duration,
-    pub in_flight_at_signal: i64,
-    pub requests_cut: u64,
-    pub connections_cut: u64,
-    pub tasks_cut: usize,
 }
 
 impl OwnPod {
@@ -170,7 +164,8 @@ impl OwnPod {
     pub async fn shutdown_finished(
         &self,
         started: Option<JoinHandle<()>>,
-        outcome: &Outcome,
+        report: &Report,
+        in_flight_at_signal: i64,
         patience: Duration,
     ) {
         #[cfg(feature = "kube")]
@@ -180,12 +175,12 @@ impl OwnPod {
                     let _ = started.await;
                 }
                 let took = humantime::format_duration(Duration::from_millis(
-                    outcome.took.as_millis() as u64,
+                    report.took.as_millis() as u64,
                 ));
-                if outcome.requests_cut + outcome.connections_cut + outcome.tasks_cut as u64 == 0 {
+                if report.is_clean() {
                     let note = format!(
-                        "Drained in {took}; {} requests were in flight at the signal, all finished.",
-                        outcome.in_flight_at_signal
+                        "Drained in {took}; {in_flight_at_signal} requests were in flight at the \
+                         signal, all finished."
                     );
                     cluster
                         .publish(false, "DrainCompleted", "Drain", note)
@@ -194,7 +189,9 @@ impl OwnPod {
                     let note = format!(
                         "Shutdown deadline exceeded after {took}: cut {} requests, {} \
                          connections and {} background tasks or resources.",
-                        outcome.requests_cut, outcome.connections_cut, outcome.tasks_cut
+                        report.cut.requests,
+                        report.cut.connections,
+                        report.tasks_cut + report.resources_not_closed
                     );
                     cluster
                         .publish(true, "ShutdownDeadlineExceeded", "Drain", note)
@@ -206,6 +203,6 @@ impl OwnPod {
             }
         }
         #[cfg(not(feature = "kube"))]
-        let _ = (started, outcome, patience);
+        let _ = (started, report, in_flight_at_signal, patience);
     }
 }

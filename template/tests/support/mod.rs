@@ -349,6 +349,11 @@ impl Connection {
     }
 }
 
+/// A listening socket on an ephemeral loopback port, like the ones systemd would pass.
+pub fn loopback_listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0")
+}
+
 /// One request on a fresh connection.
 pub fn get(addr: SocketAddr, path: &str) -> Response {
     Connection::open(addr)

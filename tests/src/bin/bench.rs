@@ -6,7 +6,7 @@
 //! `scripts/bench.sh [--no-clean-build] [--no-rollout]`
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -15,7 +15,7 @@ use std::{
 use kube_service_template_tests::{
     Generated,
     chart::{Chart, Render},
-    generate,
+    free_loopback_address, generate,
     http1::Connection,
     repo_root,
     service::{RunningService, rss_kib},
@@ -109,18 +109,7 @@ fn main() {
     });
     // The per-request `request` span is the largest single cost; this shows its share.
     let spanless_load = {
-        let service = RunningService::start(
-            &ours,
-            &[
-                ("SHUTDOWN_DRAIN_DELAY", "1s"),
-                // Lifecycle lines stay on (they tell when the service is ready).
-                (
-                    "RUST_LOG",
-                    "warn,bench_service=info,bench_service::http::middleware=warn",
-                ),
-            ],
-            |_| {},
-        );
+        let service = start_ours_logging(&ours, "1s", LOGS_WITHOUT_SPANS);
         wrk(service.http)
     };
     rows.push(Row {
@@ -194,13 +183,22 @@ fn main() {
     );
 }
 
+/// Lifecycle lines stay on in every run: they tell when the service is ready.
+const LOGS: &str = "warn,bench_service=info";
+/// The same without the per-request `request` span.
+const LOGS_WITHOUT_SPANS: &str = "warn,bench_service=info,bench_service::http::middleware=warn";
+
 fn start_ours(binary: &Path, drain: &str) -> RunningService {
+    start_ours_logging(binary, drain, LOGS)
+}
+
+fn start_ours_logging(binary: &Path, drain: &str, rust_log: &str) -> RunningService {
     RunningService::start(
         binary,
         &[
             ("SHUTDOWN_DRAIN_DELAY", drain),
             ("SHUTDOWN_TIMEOUT", "20s"),
-            ("RUST_LOG", "warn,bench_service=info"),
+            ("RUST_LOG", rust_log),
         ],
         |_| {},
     )
@@ -387,10 +385,7 @@ struct BareAxum {
 
 impl BareAxum {
     fn start(binary: &Path) -> BareAxum {
-        let addr: SocketAddr = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let addr = free_loopback_address().unwrap();
         let mut child = Command::new(binary)
             .env("ADDR", addr.to_string())
             .stdout(Stdio::piped())

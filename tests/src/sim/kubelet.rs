@@ -4,7 +4,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{SocketAddr, TcpListener as StdListener},
+    net::SocketAddr,
     path::Path,
     process::Stdio,
     sync::{Arc, Mutex},
@@ -73,7 +73,7 @@ impl Pod {
         let host_ports: BTreeMap<u16, u16> = template
             .ports
             .values()
-            .map(|&port| Ok((port, free_port()?)))
+            .map(|&port| Ok((port, crate::free_loopback_address()?.port())))
             .collect::<std::io::Result<_>>()?;
         let env = template.env_for(identity, &host_ports);
         let log = std::fs::File::create(log_dir.join(format!("{}.log", identity.name)))?;
@@ -405,10 +405,6 @@ async fn follow_logs(
         }
     }
     let _ = log.flush();
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// One HTTP/1.1 GET on a fresh connection, as the kubelet's probes and hooks do.
