@@ -29,6 +29,14 @@ fn a_panic_becomes_a_500_and_the_process_lives_on() {
     assert_eq!(service.metric("http_panics_total"), 1.0);
     let logged = service.wait_for_log("panicked");
     assert!(logged["panic"].as_str().unwrap().contains("GET /panic"));
+    // Logged inside the request's span, which names the route and the request id.
+    let span = &logged["span"];
+    assert_eq!(span["http.route"], "/panic", "{logged}");
+    assert_eq!(
+        span["request_id"].as_str(),
+        response.header("x-request-id"),
+        "{logged}"
+    );
 }
 
 #[test]
@@ -49,6 +57,35 @@ fn oversized_bodies_get_413() {
         .send("POST", "/echo", &[], &[b'x'; 1025])
         .unwrap();
     assert_eq!(too_big.status, 413);
+    assert_eq!(too_big.body, "request body too large\n");
+}
+
+#[test]
+fn bodies_of_undeclared_length_are_held_to_the_limit_too() {
+    let service = Service::start(&[("REQUEST_BODY_LIMIT", "1024")]);
+    let half = [b'x'; 512];
+    let fits = Connection::open(service.http)
+        .unwrap()
+        .send_chunked("POST", "/echo", &[&half, &half])
+        .unwrap();
+    assert_eq!((fits.status, fits.body.len()), (200, 1024));
+    let too_big = Connection::open(service.http)
+        .unwrap()
+        .send_chunked("POST", "/echo", &[&half, &half, b"x"])
+        .unwrap();
+    assert_eq!(too_big.status, 413);
+}
+
+#[test]
+fn the_limit_replaces_axums_default_for_extractors() {
+    // axum's extractors stop at 2 MiB unless told otherwise; the configured limit rules.
+    let service = Service::start(&[("REQUEST_BODY_LIMIT", "3145728")]);
+    let body = vec![b'x'; 5 << 19];
+    let echoed = Connection::open(service.http)
+        .unwrap()
+        .send("POST", "/echo", &[], &body)
+        .unwrap();
+    assert_eq!((echoed.status, echoed.body.len()), (200, body.len()));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! What every application request goes through, in one layer so that a request pays for one
 //! future rather than a stack of them:
-//! request id → `request` span → in-flight gauge and metrics → panic catcher (500) →
-//! timeout (503) → body limit (413) → your handler.
+//! request id → `request` span → in-flight gauge and metrics → body limit (413) →
+//! panic catcher (500) → timeout (503) → your handler.
 
 use std::{
     convert::Infallible,
@@ -19,14 +19,15 @@ use std::{
 
 use axum::{
     Router,
+    body::{Body, HttpBody},
     extract::{DefaultBodyLimit, MatchedPath, Request},
     http::{HeaderName, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
 };
+use http_body_util::Limited;
 use pin_project_lite::pin_project;
-use tokio::time::Timeout;
+use tokio::time::Sleep;
 use tower::{Layer, Service};
-use tower_http::limit::RequestBodyLimitLayer;
 use tracing::{Span, field::Empty};
 
 use crate::{config::Config, metrics::Metrics};
@@ -35,32 +36,34 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Wraps the application's routes in the request guards.
 pub fn guard(router: Router, metrics: &Metrics, config: &Config) -> Router {
-    router
-        .layer(RequestBodyLimitLayer::new(config.request_body_limit))
-        // The limit above covers every body, not only the ones axum's extractors read.
-        .layer(DefaultBodyLimit::disable())
-        .layer(GuardLayer(Arc::new(Guards {
-            metrics: metrics.clone(),
-            request_timeout: config.request_timeout,
-            request_ids: RequestIds::new(),
-        })))
+    router.layer(GuardLayer(Arc::new(Guards {
+        metrics: metrics.clone(),
+        request_timeout: config.request_timeout,
+        body_limit: config.request_body_limit,
+        request_ids: RequestIds::new(),
+    })))
 }
 
 struct Guards {
     metrics: Metrics,
     request_timeout: Duration,
+    body_limit: usize,
     request_ids: RequestIds,
 }
 
 #[derive(Clone)]
 struct GuardLayer(Arc<Guards>);
 
-impl<S> Layer<S> for GuardLayer {
-    type Service = Guarded<S>;
+/// The route as the guards see it: axum's own default limit for the bodies its extractors
+/// read (2 MiB) is off, since the guards' limit covers every body.
+type Unlimited<S> = <DefaultBodyLimit as Layer<S>>::Service;
 
-    fn layer(&self, inner: S) -> Guarded<S> {
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guarded<Unlimited<S>>;
+
+    fn layer(&self, inner: S) -> Self::Service {
         Guarded {
-            inner,
+            inner: DefaultBodyLimit::disable().layer(inner),
             guards: self.0.clone(),
         }
     }
@@ -79,7 +82,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Answer;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -98,18 +101,20 @@ where
             started: Instant::now(),
         };
 
-        // The service that was polled ready handles this request; its clone waits for the next.
-        let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let Some(request) = limit_body(request, guards.body_limit) else {
+            return answered(books.close(too_large(), &guards.metrics));
+        };
+        // Called in place: axum clones this service for every request, and its routes are
+        // always ready.
+        let inner = &mut self.inner;
         let handling = span.in_scope(|| catch_unwind(AssertUnwindSafe(|| inner.call(request))));
         let Ok(handling) = handling else {
             let response = panicked(&guards.metrics);
-            return Box::pin(std::future::ready(Ok(
-                books.close(response, &guards.metrics)
-            )));
+            return answered(books.close(response, &guards.metrics));
         };
         Box::pin(Guarding {
-            handling: tokio::time::timeout(guards.request_timeout, handling),
+            handling,
+            timer: None,
             span,
             books: Some(books),
             guards,
@@ -117,12 +122,21 @@ where
     }
 }
 
+type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+fn answered(response: Response) -> Answer {
+    Box::pin(std::future::ready(Ok(response)))
+}
+
 pin_project! {
     /// One request on its way through the guards. A hand-written future rather than an
     /// `async` block: it stays small enough for the allocator's fast path.
     struct Guarding<F> {
         #[pin]
-        handling: Timeout<F>,
+        handling: F,
+        // Set only once the handler has had to wait: most requests never need a timer.
+        #[pin]
+        timer: Option<Sleep>,
         span: Span,
         books: Option<Books>,
         guards: Arc<Guards>,
@@ -136,13 +150,24 @@ where
     type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         let _entered = this.span.enter();
         let handling = this.handling;
         let response = match catch_unwind(AssertUnwindSafe(|| handling.poll(cx))) {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(Ok(Ok(response)))) => response,
-            Ok(Poll::Ready(Err(_elapsed))) => timed_out(),
+            Ok(Poll::Ready(Ok(response))) => response,
+            Ok(Poll::Pending) => {
+                if this.timer.is_none() {
+                    let books = this.books.as_ref().expect("polled after completion");
+                    let deadline = books.started + this.guards.request_timeout;
+                    this.timer
+                        .set(Some(tokio::time::sleep_until(deadline.into())));
+                }
+                let timer = this.timer.as_pin_mut().expect("set above");
+                if timer.poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                timed_out()
+            }
             Err(_panic) => panicked(&this.guards.metrics),
         };
         let books = this.books.take().expect("polled after completion");
@@ -190,6 +215,24 @@ fn request_span(request: &Request, route: &str, request_id: &HeaderValue) -> Spa
     span
 }
 
+/// Holds the body to `limit`: `None` when its declared length is already over it; otherwise
+/// a body without a declared length fails when read past the limit (axum's body extractors
+/// then answer 413). A declared length is enforced by hyper itself.
+fn limit_body(request: Request, limit: usize) -> Option<Request> {
+    let size = request.body().size_hint();
+    if size.lower() > limit as u64 {
+        return None;
+    }
+    if size.upper().is_some() {
+        return Some(request);
+    }
+    Some(request.map(|body| Body::new(Limited::new(body, limit))))
+}
+
+fn too_large() -> Response {
+    (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response()
+}
+
 /// The panic itself is logged by the hook that `telemetry::init` installs.
 fn panicked(metrics: &Metrics) -> Response {
     metrics.http_panics.inc();
@@ -208,14 +251,17 @@ fn route_label(route: Option<&MatchedPath>) -> &str {
 /// Request ids shaped like UUIDs: a random prefix drawn once per process, then a counter.
 /// Unique without a system call per request (a random UUID per request costs one).
 struct RequestIds {
-    prefix: u64,
+    /// `xxxxxxxx-xxxx-xxxx-`, the hex digits of the random prefix.
+    prefix: [u8; 19],
     next: AtomicU64,
 }
 
 impl RequestIds {
     fn new() -> Self {
         // The hasher's keys are random per process; hashing the time mixes in more.
-        let prefix = RandomState::new().hash_one(std::time::SystemTime::now());
+        let random = RandomState::new().hash_one(std::time::SystemTime::now());
+        let mut prefix = *b"00000000-0000-0000-";
+        write_hex(random, &mut prefix);
         Self {
             prefix,
             next: AtomicU64::new(0),
@@ -234,21 +280,21 @@ impl RequestIds {
     }
 
     fn next_id(&self) -> HeaderValue {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let count = self.next.fetch_add(1, Ordering::Relaxed);
-        // 8-4-4 hex digits of the prefix, then 4-12 of the counter.
-        let digits = (u128::from(self.prefix) << 64) | u128::from(count);
-        let mut text = [0u8; 36];
-        let mut shift = 128;
-        for (at, byte) in text.iter_mut().enumerate() {
-            *byte = if [8, 13, 18, 23].contains(&at) {
-                b'-'
-            } else {
-                shift -= 4;
-                HEX[(digits >> shift) as usize & 0xf]
-            };
-        }
+        let mut text = *b"00000000-0000-0000-0000-000000000000";
+        text[..19].copy_from_slice(&self.prefix);
+        write_hex(count, &mut text[19..]);
         HeaderValue::from_bytes(&text).expect("hex digits and dashes make a valid header value")
+    }
+}
+
+/// Puts the 16 hex digits of `value`, most significant first, where `text` is not a dash.
+fn write_hex(value: u64, text: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut shift = 64;
+    for digit in text.iter_mut().filter(|byte| **byte != b'-') {
+        shift -= 4;
+        *digit = HEX[(value >> shift) as usize & 0xf];
     }
 }
 
@@ -285,6 +331,14 @@ mod tests {
         assert!(
             RequestIds::new().prefix != ids.prefix,
             "each instance draws its own random prefix"
+        );
+        let mut ids = RequestIds::new();
+        ids.next = AtomicU64::new(0x0123_4567_89ab_cdef);
+        assert!(
+            ids.next_id()
+                .to_str()
+                .unwrap()
+                .ends_with("-0123-456789abcdef")
         );
     }
 

@@ -2,6 +2,7 @@
 //! with the `otel` feature, spans exported over OTLP when the standard `OTEL_*` variables
 //! ask for it.
 
+mod json_fields;
 #[cfg(feature = "otel")]
 mod otel;
 
@@ -49,6 +50,7 @@ pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .fmt_fields(json_fields::JsonSpanFields)
             .boxed()
     };
 

@@ -278,6 +278,26 @@ impl Connection {
         self.read_response()
     }
 
+    /// Sends the body in chunks, without declaring its length.
+    pub fn send_chunked(
+        &mut self,
+        method: &str,
+        path: &str,
+        chunks: &[&[u8]],
+    ) -> std::io::Result<Response> {
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .into_bytes();
+        for chunk in chunks {
+            request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            request.extend_from_slice(chunk);
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"0\r\n\r\n");
+        self.stream.get_mut().write_all(&request)?;
+        self.read_response()
+    }
+
     /// Writes raw bytes, for requests that are deliberately incomplete.
     pub fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.get_mut().write_all(bytes)
