@@ -3,7 +3,10 @@
 //!
 //! States only move forward: `starting → ready → draining → stopping → stopped`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU8, Ordering},
+};
 
 use tokio::sync::watch;
 
@@ -47,7 +50,11 @@ impl State {
 /// Shared handle to the lifecycle; cheap to clone.
 #[derive(Clone)]
 pub struct Lifecycle {
+    /// For waiting on a state.
     state: Arc<watch::Sender<State>>,
+    /// The same state for reading: every response asks whether the service is draining,
+    /// and a plain load does not take the watch's lock, which every connection shares.
+    current: Arc<AtomicU8>,
     drain_reason: Arc<Mutex<&'static str>>,
     metrics: Metrics,
 }
@@ -57,13 +64,14 @@ impl Lifecycle {
         let (state, _) = watch::channel(State::Starting);
         Self {
             state: Arc::new(state),
+            current: Arc::new(AtomicU8::new(State::Starting as u8)),
             drain_reason: Arc::new(Mutex::new("")),
             metrics,
         }
     }
 
     pub fn state(&self) -> State {
-        *self.state.borrow()
+        State::ALL[usize::from(self.current.load(Ordering::Acquire))]
     }
 
     /// Resolves once the lifecycle is at `state` or past it.
@@ -104,6 +112,7 @@ impl Lifecycle {
             }
             before();
             *state = next;
+            self.current.store(next as u8, Ordering::Release);
             true
         });
         if moved {
