@@ -107,6 +107,7 @@ debian_tool() { # <command> <packages> <what needs it>
     fi
 }
 debian_tool wrk wrk "scripts/bench.sh"
+debian_tool valgrind valgrind "scripts/bench.sh (instructions per request)"
 debian_tool systemd-analyze systemd "the systemd unit tests"
 debian_tool podman "podman buildah runc" "the container test"
 debian_tool musl-gcc musl-tools "the container test's static build"

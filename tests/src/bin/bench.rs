@@ -135,6 +135,28 @@ fn main() {
         ours: format!("{:.0} %", share(2)),
         bare: String::new(),
     });
+    let ours_address = free_loopback_address().unwrap();
+    let admin_address = free_loopback_address().unwrap();
+    let bare_address = free_loopback_address().unwrap();
+    rows.push(Row {
+        label: "user-space instructions per GET / (callgrind)",
+        ours: instructions_per_request(
+            "ours",
+            &ours,
+            &[
+                ("HTTP_ADDR", &ours_address.to_string()),
+                ("ADMIN_ADDR", &admin_address.to_string()),
+                ("RUST_LOG", LOGS),
+            ],
+            ours_address,
+        ),
+        bare: instructions_per_request(
+            "bare",
+            &bare,
+            &[("ADDR", &bare_address.to_string())],
+            bare_address,
+        ),
+    });
 
     let idle = median(
         &mut (0..RUNS)
@@ -316,6 +338,84 @@ fn rollout_failures(project: &Generated, binary: &Path) -> (String, String) {
         tally(&deployment, "bench chart"),
         tally(&stripped, "bench baseline"),
     )
+}
+
+/// Requests counted under callgrind, over a few keep-alive connections.
+const COUNTED_CONNECTIONS: usize = 4;
+const COUNTED_REQUESTS_EACH: usize = 2_500;
+
+/// User-space instructions the server executes per `GET /`, counted by callgrind: a figure
+/// that stays put where wrk's rates move with whatever else the machine runs. Startup is not
+/// counted: the counters are zeroed once the server answers.
+fn instructions_per_request(
+    name: &str,
+    binary: &Path,
+    env: &[(&str, &str)],
+    addr: SocketAddr,
+) -> String {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        return "- (valgrind missing)".into();
+    }
+    let dir = repo_root().join("target").join("bench-callgrind");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(format!("{name}.out"));
+    let mut server = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(binary)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("valgrind runs");
+    let started = Instant::now();
+    while Connection::open(addr, Duration::from_secs(5))
+        .and_then(|mut connection| connection.get("/"))
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{name} never answered under callgrind"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let control = |option: &str| {
+        let status = Command::new("callgrind_control")
+            .args([option, &server.id().to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .expect("callgrind_control runs");
+        assert!(status.success(), "callgrind_control {option}");
+    };
+    control("--zero");
+    let clients: Vec<_> = (0..COUNTED_CONNECTIONS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut connection = Connection::open(addr, Duration::from_secs(30)).unwrap();
+                for _ in 0..COUNTED_REQUESTS_EACH {
+                    assert_eq!(connection.get("/").unwrap().status, 200);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a counting client failed");
+    }
+    control("--dump");
+    let _ = server.kill();
+    let _ = server.wait();
+    // The dump taken above, not the one valgrind writes as the process dies.
+    let dump = std::fs::read_to_string(format!("{}.1", out.display())).expect("a callgrind dump");
+    let total: f64 = dump
+        .lines()
+        .find_map(|line| line.strip_prefix("totals:"))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("a totals line in the callgrind dump");
+    let requests = (COUNTED_CONNECTIONS * COUNTED_REQUESTS_EACH) as f64;
+    format!("{:.0}", total / requests)
 }
 
 /// What one wrk run on `GET /` measured.
