@@ -135,27 +135,33 @@ fn main() {
         ours: format!("{:.0} %", share(2)),
         bare: String::new(),
     });
-    let ours_address = free_loopback_address().unwrap();
-    let admin_address = free_loopback_address().unwrap();
+    let ours_counted = |rust_log| {
+        let http = free_loopback_address().unwrap();
+        let admin = free_loopback_address().unwrap();
+        instructions_per_request(
+            &ours,
+            &[
+                ("HTTP_ADDR", &http.to_string()),
+                ("ADMIN_ADDR", &admin.to_string()),
+                ("RUST_LOG", rust_log),
+            ],
+            http,
+        )
+    };
     let bare_address = free_loopback_address().unwrap();
     rows.push(Row {
         label: "user-space instructions per GET / (callgrind)",
-        ours: instructions_per_request(
-            "ours",
-            &ours,
-            &[
-                ("HTTP_ADDR", &ours_address.to_string()),
-                ("ADMIN_ADDR", &admin_address.to_string()),
-                ("RUST_LOG", LOGS),
-            ],
-            ours_address,
-        ),
+        ours: ours_counted(LOGS),
         bare: instructions_per_request(
-            "bare",
             &bare,
             &[("ADDR", &bare_address.to_string())],
             bare_address,
         ),
+    });
+    rows.push(Row {
+        label: "  same without request spans (RUST_LOG)",
+        ours: ours_counted(LOGS_WITHOUT_SPANS),
+        bare: String::new(),
     });
 
     let idle = median(
@@ -348,7 +354,6 @@ const COUNTED_REQUESTS_EACH: usize = 2_500;
 /// that stays put where wrk's rates move with whatever else the machine runs. Startup is not
 /// counted: the counters are zeroed once the server answers.
 fn instructions_per_request(
-    name: &str,
     binary: &Path,
     env: &[(&str, &str)],
     addr: SocketAddr,
@@ -359,7 +364,7 @@ fn instructions_per_request(
     let dir = repo_root().join("target").join("bench-callgrind");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(format!("{name}.out"));
+    let out = dir.join("callgrind.out");
     let mut server = Command::new("valgrind")
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out.display()))
@@ -378,7 +383,8 @@ fn instructions_per_request(
     {
         assert!(
             started.elapsed() < Duration::from_secs(120),
-            "{name} never answered under callgrind"
+            "{} never answered under callgrind",
+            binary.display()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
