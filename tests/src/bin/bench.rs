@@ -26,7 +26,7 @@ use kube_service_template_tests::{
 const RUNS: usize = 5;
 /// Rounds of wrk runs, each round running every server once, one after the other, so that
 /// a noisy spell on this shared machine hits all of them alike.
-const LOAD_ROUNDS: usize = 3;
+const LOAD_ROUNDS: usize = 5;
 const DRAIN_DELAY: Duration = Duration::from_secs(1);
 const IDLE_CONNECTIONS: usize = 50;
 const SLOW_REQUESTS: usize = 10;
@@ -392,6 +392,7 @@ fn instructions_per_request(
         let status = Command::new("callgrind_control")
             .args([option, &server.id().to_string()])
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .status()
             .expect("callgrind_control runs");
         assert!(status.success(), "callgrind_control {option}");
