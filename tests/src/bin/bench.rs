@@ -105,9 +105,7 @@ fn main() {
         rounds.push([ours_load, bare_load, spanless_load]);
     }
     let middle = |value: &dyn Fn(&[Load; 3]) -> f64| {
-        let mut values: Vec<f64> = rounds.iter().map(value).collect();
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
+        median(&mut rounds.iter().map(value).collect::<Vec<_>>())
     };
     rows.push(Row {
         label: "GET / requests per second (wrk, median)",
@@ -152,11 +150,7 @@ fn main() {
     rows.push(Row {
         label: "user-space instructions per GET / (callgrind)",
         ours: ours_counted(LOGS),
-        bare: instructions_per_request(
-            &bare,
-            &[("ADDR", &bare_address.to_string())],
-            bare_address,
-        ),
+        bare: instructions_per_request(&bare, &[("ADDR", &bare_address.to_string())], bare_address),
     });
     rows.push(Row {
         label: "  same without request spans (RUST_LOG)",
@@ -268,8 +262,7 @@ fn ready_and_rss<S: Measured>(start: impl Fn() -> S) -> (Duration, u64) {
         std::thread::sleep(Duration::from_millis(200));
         rss.push(rss_kib(service.pid()));
     }
-    rss.sort();
-    (median(&mut ready), rss[rss.len() / 2])
+    (median(&mut ready), median(&mut rss))
 }
 
 /// Time from SIGTERM to exit with `idle` idle keep-alive connections and `slow` slow
@@ -353,11 +346,7 @@ const COUNTED_REQUESTS_EACH: usize = 2_500;
 /// User-space instructions the server executes per `GET /`, counted by callgrind: a figure
 /// that stays put where wrk's rates move with whatever else the machine runs. Startup is not
 /// counted: the counters are zeroed once the server answers.
-fn instructions_per_request(
-    binary: &Path,
-    env: &[(&str, &str)],
-    addr: SocketAddr,
-) -> String {
+fn instructions_per_request(binary: &Path, env: &[(&str, &str)], addr: SocketAddr) -> String {
     if Command::new("valgrind").arg("--version").output().is_err() {
         return "- (valgrind missing)".into();
     }
@@ -596,8 +585,8 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort();
+fn median<T: Copy + PartialOrd>(samples: &mut [T]) -> T {
+    samples.sort_by(|a, b| a.partial_cmp(b).expect("samples are comparable (no NaN)"));
     samples[samples.len() / 2]
 }
 
