@@ -4,6 +4,7 @@
 # Pass --no-clean-build to skip the clean release build (the slowest part).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/env.sh
 
-scripts/install.sh
+scripts/install.sh bench
 cargo run --quiet --release --locked --package kube-service-template-tests --bin bench -- "$@"

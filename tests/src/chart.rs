@@ -18,11 +18,12 @@ use k8s_openapi::api::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::DynamicObject;
 
-use crate::repo_root;
+use crate::cache_dir;
 
-/// A tool installed by `scripts/install.sh` under `.tools/bin`, or else found on PATH.
+/// A tool installed by `scripts/install.sh` under the cache's `tools/bin`, or else found on
+/// PATH.
 pub fn tool(name: &str) -> PathBuf {
-    let installed = repo_root().join(".tools").join("bin").join(name);
+    let installed = cache_dir().join("tools").join("bin").join(name);
     if installed.exists() {
         installed
     } else {

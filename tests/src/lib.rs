@@ -30,15 +30,42 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Where generated projects go; under `target/`, so it is ignored and cleaned with it.
+/// Where the scripts keep tools and build output: outside the clone (see `scripts/env.sh`),
+/// so that `cargo generate --path <clone>` copies sources only.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KST_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let cache_home = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .expect("HOME or XDG_CACHE_HOME is set");
+    cache_home.join("kube-service-template")
+}
+
+/// Build output and scratch files: the target directory cargo was told to use, or
+/// `target/` in the clone when run without the scripts.
+pub fn build_root() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => std::path::absolute(PathBuf::from(dir)).expect("a usable target dir"),
+        None => repo_root().join("target"),
+    }
+}
+
+/// A scratch directory under [`build_root`] for one purpose.
+pub fn scratch(name: &str) -> PathBuf {
+    build_root().join(name)
+}
+
+/// Where generated projects go.
 fn scratch_root() -> PathBuf {
-    repo_root().join("target").join("generated-projects")
+    scratch("generated-projects")
 }
 
 /// One target directory shared by every generated project, so that dependencies are
 /// compiled once for all variants.
 pub fn shared_target_dir() -> PathBuf {
-    repo_root().join("target").join("generated")
+    scratch("generated")
 }
 
 /// What cargo-generate reads from this repository, copied once per test process.
@@ -50,7 +77,7 @@ pub fn template_source() -> &'static Path {
     static SNAPSHOT: OnceLock<PathBuf> = OnceLock::new();
     SNAPSHOT.get_or_init(|| {
         let root = repo_root();
-        let snapshots = root.join("target").join("template-snapshots");
+        let snapshots = scratch("template-snapshots");
         sweep_finished_runs(&snapshots);
         let snapshot = snapshots.join(std::process::id().to_string());
         let _ = std::fs::remove_dir_all(&snapshot);
@@ -184,6 +211,22 @@ impl Generated {
             .env_remove("RUSTFLAGS")
             .output()
             .expect("cargo runs")
+    }
+
+    /// Runs `cargo <args>` with its progress on this terminal; an error unless it succeeds.
+    pub fn cargo_live(&self, args: &[&str]) -> Result<(), String> {
+        let status = Command::new("cargo")
+            .current_dir(&self.dir)
+            .args(args)
+            .env("CARGO_TARGET_DIR", shared_target_dir())
+            .env_remove("RUSTFLAGS")
+            .status()
+            .map_err(|err| format!("cargo: {err}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("cargo {} failed: {status}", args.join(" ")))
+        }
     }
 
     /// Runs `cargo <args>` and fails the test with its output unless it succeeds.

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{Generated, repo_root, shared_target_dir};
+use crate::{Generated, scratch, shared_target_dir};
 
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
@@ -95,10 +95,7 @@ pub struct Image {
 impl Image {
     /// Builds `containerfile` with `binary` as the only file of the build context.
     pub fn build(tag: &str, containerfile: &str, binary: &Path) -> Image {
-        let context = repo_root()
-            .join("target")
-            .join("image-contexts")
-            .join(format!("{}-{tag}", std::process::id()));
+        let context = scratch("image-contexts").join(format!("{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&context);
         std::fs::create_dir_all(&context).unwrap();
         std::fs::copy(binary, context.join("service")).unwrap();

@@ -115,7 +115,11 @@ fn the_default_render_holds_what_a_platform_team_expects() {
         .as_ref()
         .unwrap();
     assert_eq!(strategy.max_unavailable, Some(IntOrString::Int(0)));
-    assert!(spec.min_ready_seconds.unwrap() > 0);
+    assert!(
+        spec.min_ready_seconds.unwrap() > 0,
+        "expected minReadySeconds above 0: {:?}",
+        spec.min_ready_seconds
+    );
     let pod = manifests.pod_spec();
     let spread = &pod.topology_spread_constraints.as_ref().unwrap()[0];
     assert_eq!(spread.when_unsatisfiable, "ScheduleAnyway");
@@ -141,7 +145,10 @@ fn the_default_render_holds_what_a_platform_team_expects() {
         &["ALL"]
     );
     let resources = container.resources.as_ref().unwrap();
-    assert!(resources.requests.is_some() && resources.limits.is_some());
+    assert!(
+        resources.requests.is_some() && resources.limits.is_some(),
+        "expected requests and limits: {resources:?}"
+    );
 
     let labels = deployment.metadata.labels.as_ref().unwrap();
     for label in [
@@ -260,13 +267,19 @@ fn the_pre_stop_hook_follows_the_kubernetes_version() {
             .kube("1.31.0")
             .set("shutdown.preStop.mode=httpGet"),
     );
-    assert!(pre_stop(&forced).1.is_some());
+    assert!(
+        pre_stop(&forced).1.is_some(),
+        "expected the forced httpGet preStop"
+    );
     let forced = render(
         Render::default()
             .kube("1.29.0")
             .set("shutdown.preStop.mode=sleep"),
     );
-    assert!(pre_stop(&forced).0.is_some());
+    assert!(
+        pre_stop(&forced).0.is_some(),
+        "expected the forced sleep preStop"
+    );
 }
 
 #[test]
@@ -413,7 +426,10 @@ fn monitoring_objects_follow_the_switches_and_the_cluster() {
 #[test]
 fn availability_objects_follow_replicas_and_switches() {
     let single = render(Render::default().set("replicaCount=1"));
-    assert!(!single.kinds().contains(&"PodDisruptionBudget".to_owned()));
+    assert!(
+        !single.kinds().contains(&"PodDisruptionBudget".to_owned()),
+        "expected no PodDisruptionBudget for a single replica"
+    );
 
     let everything = render(
         Render::default()
@@ -565,7 +581,10 @@ fn the_kube_integration_gets_exactly_the_access_it_needs_and_no_more() {
 #[test]
 fn without_the_kube_integration_there_is_no_rbac_and_no_token() {
     let manifests = render(Render::default().set("kube.enabled=false"));
-    assert!(manifests.role().is_none() && manifests.role_binding().is_none());
+    assert!(
+        manifests.role().is_none() && manifests.role_binding().is_none(),
+        "expected no Role and no RoleBinding without kube.enabled"
+    );
     assert_eq!(
         manifests.pod_spec().automount_service_account_token,
         Some(false)
@@ -578,7 +597,10 @@ fn without_the_kube_integration_there_is_no_rbac_and_no_token() {
         Some(false)
     );
     assert_eq!(manifests.env("KUBE_INTEGRATION").as_deref(), Some("false"));
-    assert!(!downward_api(&manifests).contains_key("POD_UID"));
+    assert!(
+        !downward_api(&manifests).contains_key("POD_UID"),
+        "expected no POD_UID without kube.enabled"
+    );
 }
 
 #[test]
@@ -765,7 +787,7 @@ fn checkov_skips() -> Vec<(String, String)> {
 #[test]
 fn rendered_manifests_pass_checkov_except_the_listed_checks() {
     let skips = checkov_skips();
-    assert!(!skips.is_empty());
+    assert!(!skips.is_empty(), "expected checkov skips in .checkov.yaml");
     for (id, reason) in &skips {
         assert!(reason.len() > 20, "{id} is skipped without a reason");
     }

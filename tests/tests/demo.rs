@@ -40,5 +40,5 @@ fn the_demo_rolls_a_generated_service_under_load_without_a_failed_request() {
         .find_map(|line| line.strip_prefix("plot:"))
         .expect("the demo names its plot");
     let svg = std::fs::read_to_string(plot.trim()).expect("the plot exists");
-    assert!(svg.starts_with("<svg"));
+    assert!(svg.starts_with("<svg"), "expected an SVG at {plot}");
 }

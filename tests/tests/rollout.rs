@@ -1,5 +1,6 @@
 //! Rolling updates under load, in the simulator: the chart's defaults lose nothing; the
 //! pattern most services ship with does, and so does a load balancer slower than the budget.
+//! The same behind real nginx, HAProxy and Envoy, counting what each proxy saw upstream.
 
 use std::{
     sync::{Mutex, OnceLock},
@@ -11,7 +12,7 @@ use kube_service_template_tests::{
     Generated,
     chart::{Chart, Render},
     generate, shared_target_dir,
-    sim::{self, Scenario, baseline, load::ClientKind, report::Report},
+    sim::{self, Scenario, baseline, load::ClientKind, proxies::Balancer, report::Report},
 };
 
 /// Scenarios run one at a time: each already keeps both cores busy.
@@ -53,8 +54,18 @@ fn scenario(name: &str) -> Scenario {
     Scenario::new(name, &project().dir.join("simulations"))
 }
 
-fn failed(report: &Report) -> usize {
-    report.failed(ClientKind::Standard) + report.failed(ClientKind::Strict)
+/// The negative controls' assertion. A pod that stopped listening while the proxy still
+/// routes to it refuses every new connection the proxy sends it; the fresh-connection
+/// client opens about 170 of them a second, round-robin over at most four pods, so a window
+/// of `window` seconds holds dozens of refusals unless the whole load stalls for that long.
+fn assert_lost_by_construction(report: &Report, window: &str) {
+    assert!(
+        report.failed(ClientKind::Fresh) > 0 && report.proxy.upstream_errors > 0,
+        "expected failed requests: the proxy routes to a pod for {window} after it stopped \
+         listening, so fresh connections must be refused; the simulator saw none, so it is \
+         not faithful:\n{}",
+        report.summary()
+    );
 }
 
 #[test]
@@ -63,45 +74,61 @@ fn the_default_chart_rolls_three_replicas_without_losing_a_request() {
         &deployment(Render::default().set("replicaCount=3")),
         scenario("default chart"),
     );
-    assert!(report.outcomes.len() > 5_000, "{}", report.summary());
-    assert_eq!(
-        report.failed(ClientKind::Standard),
-        0,
-        "{}",
-        report.summary()
+    let summary = report.summary();
+    assert!(
+        report.outcomes.len() > 5_000,
+        "expected more than 5000 requests under load:\n{summary}"
     );
-    assert_eq!(report.failed(ClientKind::Strict), 0, "{}", report.summary());
-    assert_eq!(report.sigkills(), 0, "{}", report.summary());
-    assert_eq!(report.pods.len(), 3);
+    for client in ClientKind::ALL {
+        assert_eq!(
+            report.failed(client),
+            0,
+            "expected no failed request from the {client:?} client:\n{summary}"
+        );
+    }
+    assert_eq!(
+        report.proxy.upstream_errors, 0,
+        "expected the proxy never to reach a pod that stopped listening:\n{summary}"
+    );
+    assert_eq!(report.sigkills(), 0, "expected no SIGKILL:\n{summary}");
+    assert_eq!(
+        report.pods.len(),
+        3,
+        "expected 3 old pods to end:\n{summary}"
+    );
     assert!(
         report.pods.iter().all(|pod| pod.exit_code == Some(0)),
-        "{}",
-        report.summary()
+        "expected every old pod to exit 0:\n{summary}"
     );
     let (slow_across, slow_failed) = report.slow_across_deletions();
     assert!(
         slow_across > 0,
-        "no slow request was in flight at a deletion"
+        "expected slow requests in flight at a deletion, saw none:\n{summary}"
     );
-    assert_eq!(slow_failed, 0);
-    assert_eq!(report.liveness_failures, 0);
+    assert_eq!(
+        slow_failed, 0,
+        "expected every slow request in flight at a deletion to finish:\n{summary}"
+    );
+    assert_eq!(
+        report.liveness_failures, 0,
+        "expected no failed liveness probe:\n{summary}"
+    );
 }
 
 #[test]
 fn the_common_pattern_without_pre_stop_or_drain_loses_requests() {
     let mut deployment = deployment(Render::default().set("replicaCount=3"));
     baseline::strip_drain(&mut deployment);
+    // The listener closes at SIGTERM, which comes with the deletion; the proxy learns of the
+    // deletion 2 s (the lag) later.
     let report = run(&deployment, scenario("no preStop, no drain delay"));
-    assert!(
-        failed(&report) > 0,
-        "the simulator missed the failures of the common pattern:\n{}",
-        report.summary()
-    );
+    assert_lost_by_construction(&report, "the 2 s lag");
 }
 
 #[test]
 fn a_load_balancer_slower_than_pre_stop_and_drain_loses_requests() {
-    // 2 s of preStop and 1 s of drain cannot cover 5 s of propagation.
+    // 2 s of preStop and 1 s of drain cannot cover 7 s of propagation: the listener closes
+    // 3 s after the deletion, the proxy stops routing 7 s after it.
     let deployment = deployment(
         Render::default()
             .set("replicaCount=2")
@@ -109,9 +136,9 @@ fn a_load_balancer_slower_than_pre_stop_and_drain_loses_requests() {
             .set("shutdown.drainDelaySeconds=1"),
     );
     let mut slow_balancer = scenario("propagation lag beyond preStop and drain");
-    slow_balancer.lag = Duration::from_secs(5);
+    slow_balancer.lag = Duration::from_secs(7);
     let report = run(&deployment, slow_balancer);
-    assert!(failed(&report) > 0, "{}", report.summary());
+    assert_lost_by_construction(&report, "4 s");
 }
 
 #[test]
@@ -137,20 +164,27 @@ fn a_grace_period_too_short_for_a_slow_request_ends_in_sigkill() {
     short_grace.load.slow_every = 10;
     let report = run(&deployment, short_grace);
 
-    assert_eq!(report.sigkills(), 2, "{}", report.summary());
-    assert!(report.pods.iter().all(|pod| pod.exit_code == Some(137)));
+    let summary = report.summary();
+    assert_eq!(
+        report.sigkills(),
+        2,
+        "expected both old pods SIGKILLed:\n{summary}"
+    );
+    assert!(
+        report.pods.iter().all(|pod| pod.exit_code == Some(137)),
+        "expected both old pods to end with 137:\n{summary}"
+    );
     let (slow_across, slow_failed) = report.slow_across_deletions();
     assert!(
         slow_failed > 0 && slow_failed <= slow_across,
-        "{}",
-        report.summary()
+        "expected slow requests in flight at a deletion to be cut:\n{summary}"
     );
-    for client in [ClientKind::Standard, ClientKind::Strict] {
+    for client in ClientKind::ALL {
         let causes = report.failures_by_cause(client);
         assert_eq!(
             causes.keys().collect::<Vec<_>>(),
             ["Closed"],
-            "cut by SIGKILL only: {causes:?}"
+            "expected the {client:?} client's requests cut by SIGKILL only:\n{summary}"
         );
     }
     for pod in &report.pods {
@@ -167,4 +201,75 @@ fn a_grace_period_too_short_for_a_slow_request_ends_in_sigkill() {
             pod.last_in_flight
         );
     }
+}
+
+/// The default chart behind a real proxy: nothing fails at the client, and nothing fails
+/// between the proxy and the pods either (retries would hide it from the client).
+fn real_proxy_loses_nothing(balancer: Balancer) {
+    let mut behind = scenario(&format!("default chart behind {}", balancer.name()));
+    behind.balancer = balancer;
+    let report = run(&deployment(Render::default().set("replicaCount=2")), behind);
+    let summary = report.summary();
+    for client in ClientKind::ALL {
+        assert_eq!(
+            report.failed(client),
+            0,
+            "expected no failed request from the {client:?} client:\n{summary}"
+        );
+    }
+    assert_eq!(
+        report.proxy.upstream_errors, 0,
+        "expected no upstream error at the proxy:\n{summary}"
+    );
+    assert_eq!(report.sigkills(), 0, "expected no SIGKILL:\n{summary}");
+}
+
+/// The common pattern behind a real proxy: the pod stops listening at SIGTERM while the
+/// proxy still sends it requests for the 2 s lag, so the proxy meets refused connections
+/// (which it may retry elsewhere, hiding them from the clients).
+fn real_proxy_sees_the_common_pattern_fail(balancer: Balancer) {
+    let mut deployment = deployment(Render::default().set("replicaCount=2"));
+    baseline::strip_drain(&mut deployment);
+    let mut behind = scenario(&format!(
+        "no preStop, no drain delay, behind {}",
+        balancer.name()
+    ));
+    behind.balancer = balancer;
+    let report = run(&deployment, behind);
+    assert!(
+        report.proxy.upstream_errors > 0,
+        "expected upstream errors at the proxy: it routes to each pod for the 2 s lag after \
+         the pod stopped listening; it saw none:\n{}",
+        report.summary()
+    );
+}
+
+#[test]
+fn behind_nginx_the_default_chart_loses_nothing() {
+    real_proxy_loses_nothing(Balancer::Nginx);
+}
+
+#[test]
+fn behind_nginx_the_common_pattern_fails_upstream() {
+    real_proxy_sees_the_common_pattern_fail(Balancer::Nginx);
+}
+
+#[test]
+fn behind_haproxy_the_default_chart_loses_nothing() {
+    real_proxy_loses_nothing(Balancer::Haproxy);
+}
+
+#[test]
+fn behind_haproxy_the_common_pattern_fails_upstream() {
+    real_proxy_sees_the_common_pattern_fail(Balancer::Haproxy);
+}
+
+#[test]
+fn behind_envoy_the_default_chart_loses_nothing() {
+    real_proxy_loses_nothing(Balancer::Envoy);
+}
+
+#[test]
+fn behind_envoy_the_common_pattern_fails_upstream() {
+    real_proxy_sees_the_common_pattern_fail(Balancer::Envoy);
 }

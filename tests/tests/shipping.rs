@@ -3,9 +3,7 @@
 
 use std::{process::Command, sync::OnceLock};
 
-use kube_service_template_tests::{
-    Generated, chart::tool, generate, podman::final_stage, repo_root,
-};
+use kube_service_template_tests::{Generated, chart::tool, generate, podman::final_stage, scratch};
 
 fn project() -> &'static Generated {
     static PROJECT: OnceLock<Generated> = OnceLock::new();
@@ -60,7 +58,11 @@ fn the_final_image_is_minimal_non_root_and_stops_with_sigterm() {
         entrypoint.starts_with('[') && entrypoint.contains("\"/service\""),
         "exec form: {entrypoint}"
     );
-    assert!(instruction("LABEL").contains("org.opencontainers.image.title=\"shipped-service\""));
+    let label = instruction("LABEL");
+    assert!(
+        label.contains("org.opencontainers.image.title=\"shipped-service\""),
+        "expected the image title label: {label}"
+    );
     assert!(
         !stage
             .iter()
@@ -114,9 +116,7 @@ fn the_ci_workflow_is_valid_and_runs_every_check() {
 /// and unparsable values, so any line that names our units fails the test.
 #[test]
 fn the_systemd_units_verify_clean() {
-    let root = repo_root()
-        .join("target")
-        .join(format!("systemd-root-{}", std::process::id()));
+    let root = scratch(&format!("systemd-root-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let units = root.join("etc/systemd/system");
     let binaries = root.join("usr/local/bin");
@@ -164,8 +164,15 @@ fn the_systemd_units_carry_the_project_s_ports() {
         .collect();
     assert_eq!(listens, ["8000", "127.0.0.1:8001"]);
     let service = project().read("systemd/shipped-service.service");
-    assert!(service.contains("ExecStart=/usr/local/bin/shipped-service\n"));
-    assert!(service.contains("Requires=shipped-service.socket\n"));
+    for line in [
+        "ExecStart=/usr/local/bin/shipped-service\n",
+        "Requires=shipped-service.socket\n",
+    ] {
+        assert!(
+            service.contains(line),
+            "expected {line:?} in the unit:\n{service}"
+        );
+    }
 }
 
 /// `major.minor.patch` as numbers, `1.89` read as `1.89.0`.

@@ -77,19 +77,36 @@ fn placeholders_reach_code_chart_and_docs() {
     )
     .expect("valid values generate");
     let cargo = project.read("Cargo.toml");
-    assert!(cargo.contains(r#"name = "placed-values""#));
-    assert!(cargo.contains(r#"description = "Serves the tests""#));
+    for line in [
+        r#"name = "placed-values""#,
+        r#"description = "Serves the tests""#,
+    ] {
+        assert!(
+            cargo.contains(line),
+            "expected {line:?} in Cargo.toml:\n{cargo}"
+        );
+    }
     let config = project.read("src/config.rs");
-    assert!(config.contains(r#""0.0.0.0:8181""#));
-    assert!(config.contains(r#""0.0.0.0:9191""#));
+    for address in [r#""0.0.0.0:8181""#, r#""0.0.0.0:9191""#] {
+        assert!(
+            config.contains(address),
+            "expected {address} in src/config.rs"
+        );
+    }
     let values = project.read("helm/values.yaml");
-    assert!(values.contains("http: 8181") && values.contains("admin: 9191"));
+    assert!(
+        values.contains("http: 8181") && values.contains("admin: 9191"),
+        "expected both ports in values.yaml:\n{values}"
+    );
     assert!(
         project
             .read("helm/Chart.yaml")
             .contains("name: placed-values")
     );
-    assert!(project.read("README.md").contains("placed-values"));
+    assert!(
+        project.read("README.md").contains("placed-values"),
+        "expected the project name in its README"
+    );
 }
 
 #[test]

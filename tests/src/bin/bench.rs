@@ -17,7 +17,7 @@ use kube_service_template_tests::{
     chart::{Chart, Render},
     free_loopback_address, generate,
     http1::Connection,
-    repo_root,
+    scratch,
     service::{RunningService, rss_kib},
     shared_target_dir,
     sim::{self, Scenario, baseline, load::ClientKind},
@@ -313,7 +313,7 @@ fn rollout_failures(project: &Generated, binary: &Path) -> (String, String) {
         .clone();
     let mut stripped = deployment.clone();
     baseline::strip_drain(&mut stripped);
-    let out = repo_root().join("target").join("bench-rollouts");
+    let out = scratch("bench-rollouts");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let tally = |deployment, name| {
         let report = runtime
@@ -323,13 +323,10 @@ fn rollout_failures(project: &Generated, binary: &Path) -> (String, String) {
                 &Scenario::new(name, &out),
             ))
             .unwrap_or_else(|error| panic!("{name}: {error}"));
-        let (standard, strict) = (
-            report.failed(ClientKind::Standard),
-            report.failed(ClientKind::Strict),
-        );
+        let [standard, strict, fresh] = ClientKind::ALL.map(|client| report.failed(client));
         format!(
-            "{} of {} ({standard} + {strict} strict)",
-            standard + strict,
+            "{} of {} ({standard} standard + {strict} strict + {fresh} fresh)",
+            report.failed_total(),
             report.outcomes.len()
         )
     };
@@ -350,7 +347,7 @@ fn instructions_per_request(binary: &Path, env: &[(&str, &str)], addr: SocketAdd
     if Command::new("valgrind").arg("--version").output().is_err() {
         return "- (valgrind missing)".into();
     }
-    let dir = repo_root().join("target").join("bench-callgrind");
+    let dir = scratch("bench-callgrind");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("callgrind.out");
@@ -494,7 +491,7 @@ fn parse_wrk_duration(value: &str) -> f64 {
 
 /// A bare axum hello world, built in this run with the same release profile.
 fn build_bare_axum() -> PathBuf {
-    let dir = repo_root().join("target").join("bench-bare-axum");
+    let dir = scratch("bench-bare-axum");
     std::fs::create_dir_all(dir.join("src")).unwrap();
     std::fs::write(
         dir.join("Cargo.toml"),
@@ -560,7 +557,7 @@ impl Drop for BareAxum {
 }
 
 fn time_clean_release_build(project: &Generated, flags: &[&str]) -> Duration {
-    let target = repo_root().join("target").join("bench-clean-build");
+    let target = scratch("bench-clean-build");
     let _ = std::fs::remove_dir_all(&target);
     project.cargo_ok(&["fetch"]);
     let started = Instant::now();

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use kube_service_template_tests::{
     chart::{Chart, Render},
-    generate, repo_root, shared_target_dir,
+    generate, scratch, shared_target_dir,
     sim::{self, Scenario},
 };
 
@@ -18,8 +18,14 @@ async fn main() {
     println!("generating a service with cargo generate ...");
     let project = generate("demo-service", &[])
         .unwrap_or_else(|refused| panic!("cargo generate refused:\n{}", refused.output));
-    println!("building {} ...", project.dir.display());
-    project.cargo_ok(&["build"]);
+    println!(
+        "building {} (about 3 minutes the first time on 2 cores, seconds after) ...",
+        project.dir.display()
+    );
+    if let Err(error) = project.cargo_live(&["build"]) {
+        eprintln!("{error}");
+        std::process::exit(1);
+    }
     let binary = shared_target_dir().join("debug").join("demo-service");
 
     println!("rendering its chart with helm (3 replicas, Kubernetes 1.30) ...");
@@ -27,7 +33,7 @@ async fn main() {
         .template(&Render::default().set("replicaCount=3"))
         .unwrap_or_else(|message| panic!("helm template failed:\n{message}"));
 
-    let out_dir: PathBuf = repo_root().join("target").join("demo");
+    let out_dir: PathBuf = scratch("demo");
     let mut scenario = Scenario::new("rolling update of the default chart", &out_dir);
     scenario.live = true;
     println!(

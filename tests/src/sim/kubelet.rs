@@ -57,6 +57,8 @@ pub struct Pod {
     endpoints: Arc<Endpoints>,
     last_metrics: Mutex<Option<(Instant, String)>>,
     liveness_failures: Mutex<u32>,
+    /// Set when the simulation ends and kills what still runs: not a Kubernetes event.
+    torn_down: std::sync::atomic::AtomicBool,
 }
 
 impl Pod {
@@ -97,6 +99,7 @@ impl Pod {
             endpoints,
             last_metrics: Mutex::new(None),
             liveness_failures: Mutex::new(0),
+            torn_down: Default::default(),
         });
         pod.timeline.record(&pod.name, "container started");
         tokio::spawn(follow_logs(
@@ -126,9 +129,12 @@ impl Pod {
                 });
                 state.ready = false;
             });
-            waiting
-                .timeline
-                .record(&waiting.name, format!("container exited with {code}"));
+            let what = if waiting.torn_down.load(std::sync::atomic::Ordering::Relaxed) {
+                "stopped: the simulation is over".to_owned()
+            } else {
+                format!("container exited with {code}")
+            };
+            waiting.timeline.record(&waiting.name, what);
             waiting.publish();
         });
         tokio::spawn(pod.clone().probe());
@@ -174,9 +180,14 @@ impl Pod {
     fn publish(&self) {
         let status = self.status.borrow().clone();
         let ready = status.ready && status.deleted_at.is_none() && status.exit.is_none();
+        let health = self
+            .template
+            .readiness
+            .as_ref()
+            .map(|probe| self.host_addr(probe.port));
         if let Some(&http) = self.template.ports.get("http") {
             self.endpoints
-                .publish(&self.name, self.host_addr(http), ready);
+                .publish(&self.name, self.host_addr(http), health, ready);
         }
     }
 
@@ -362,6 +373,8 @@ impl Pod {
     /// Ends the process at once; for tearing the simulation down.
     pub fn kill(&self) {
         if !self.exited() {
+            self.torn_down
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             self.signal(libc::SIGKILL);
         }
     }

@@ -1,8 +1,12 @@
-//! Constant-rate HTTP/1.1 keep-alive load through the Service proxy, from two clients:
+//! Constant-rate HTTP/1.1 load through the Service proxy, from three clients in turn:
 //! - standard: hyper-util's pooled client, with its default retry of requests that never
 //!   reached the server (what most Rust services would use);
 //! - strict: a raw keep-alive pool that retries nothing, so every error a server causes is
-//!   counted.
+//!   counted;
+//! - fresh: a new connection for every request, as a proxy without upstream keep-alive or a
+//!   script calling curl would make. Keep-alive clients settle on the pods that stay, so
+//!   only this one is sure to open connections while the Service still routes to a pod that
+//!   stopped listening: it makes that mistake visible by construction, not by chance.
 //!
 //! Open loop: requests start on schedule whether or not earlier ones have finished. Bounded
 //! in time and in count.
@@ -14,7 +18,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -60,6 +64,16 @@ impl Default for LoadConfig {
 pub enum ClientKind {
     Standard,
     Strict,
+    Fresh,
+}
+
+impl ClientKind {
+    pub const ALL: [ClientKind; 3] = [ClientKind::Standard, ClientKind::Strict, ClientKind::Fresh];
+
+    /// The client of the `n`-th request: each in turn.
+    fn nth(n: u64) -> ClientKind {
+        ClientKind::ALL[(n % ClientKind::ALL.len() as u64) as usize]
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -71,6 +85,19 @@ pub enum Failure {
     Timeout,
     Status(u16),
     Other(String),
+}
+
+impl Failure {
+    /// What the client saw, for people.
+    pub fn in_words(&self) -> String {
+        match self {
+            Failure::Connect => "connection refused".into(),
+            Failure::Closed => "connection closed or reset before the response".into(),
+            Failure::Timeout => "no response in time".into(),
+            Failure::Status(status) => format!("answered {status}"),
+            Failure::Other(text) => format!("other error ({text})"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -90,7 +117,7 @@ pub async fn run(
     started: Instant,
     stop: CancellationToken,
 ) -> Vec<Outcome> {
-    let standard: Client<HttpConnector, Empty<Bytes>> =
+    let standard: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let strict = Arc::new(StrictPool::default());
     let (outcomes, mut collected) = mpsc::unbounded_channel();
@@ -107,17 +134,10 @@ pub async fn run(
         if Instant::now() > until {
             break;
         }
-        let client = if sent % 2 == 0 {
-            ClientKind::Standard
-        } else {
-            ClientKind::Strict
-        };
-        let slow = (sent / 2) % config.slow_every as u64 == config.slow_every as u64 - 1;
-        let path = if slow {
-            format!("/slow?ms={}", config.slow.as_millis())
-        } else {
-            "/".to_owned()
-        };
+        let client = ClientKind::nth(sent);
+        let turn = sent / ClientKind::ALL.len() as u64;
+        let slow = turn % config.slow_every as u64 == config.slow_every as u64 - 1;
+        let call = Call::nth(turn, slow.then_some(config.slow));
         let (standard, strict, outcomes, timeout) = (
             standard.clone(),
             strict.clone(),
@@ -128,11 +148,12 @@ pub async fn run(
             let sent = started.elapsed();
             let result = match client {
                 ClientKind::Standard => {
-                    tokio::time::timeout(timeout, standard_get(&standard, target, &path)).await
+                    tokio::time::timeout(timeout, standard_call(&standard, target, &call)).await
                 }
                 ClientKind::Strict => {
-                    tokio::time::timeout(timeout, strict.get(target, &path)).await
+                    tokio::time::timeout(timeout, strict.call(target, &call)).await
                 }
+                ClientKind::Fresh => tokio::time::timeout(timeout, fresh_call(target, &call)).await,
             };
             let failure = match result {
                 Ok(Ok(200)) => None,
@@ -157,15 +178,48 @@ pub async fn run(
     all
 }
 
-async fn standard_get(
-    client: &Client<HttpConnector, Empty<Bytes>>,
+/// What one request asks of the service: the example app's routes, reads and writes.
+#[derive(Debug, Clone)]
+struct Call {
+    method: &'static str,
+    path: String,
+    body: &'static str,
+}
+
+impl Call {
+    /// The `turn`-th request of a client: slow when `slow` is set, else GET and POST in turn.
+    fn nth(turn: u64, slow: Option<Duration>) -> Call {
+        match slow {
+            Some(slow) => Call {
+                method: "GET",
+                path: format!("/slow?ms={}", slow.as_millis()),
+                body: "",
+            },
+            None if turn.is_multiple_of(2) => Call {
+                method: "GET",
+                path: "/".into(),
+                body: "",
+            },
+            None => Call {
+                method: "POST",
+                path: "/echo".into(),
+                body: "{\"order\":42}",
+            },
+        }
+    }
+}
+
+async fn standard_call(
+    client: &Client<HttpConnector, Full<Bytes>>,
     target: SocketAddr,
-    path: &str,
+    call: &Call,
 ) -> Result<u16, Failure> {
-    let uri: hyper::Uri = format!("http://{target}{path}")
-        .parse()
-        .expect("a valid URI");
-    let response = client.get(uri).await.map_err(|error| {
+    let request = hyper::Request::builder()
+        .method(call.method)
+        .uri(format!("http://{target}{}", call.path))
+        .body(Full::new(Bytes::from_static(call.body.as_bytes())))
+        .expect("a valid request");
+    let response = client.request(request).await.map_err(|error| {
         if error.is_connect() {
             Failure::Connect
         } else {
@@ -200,6 +254,16 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> Failure {
     }
 }
 
+/// One request on a connection of its own, closed after the response.
+async fn fresh_call(target: SocketAddr, call: &Call) -> Result<u16, Failure> {
+    let stream = TcpStream::connect(target)
+        .await
+        .map_err(|_| Failure::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let (status, _) = exchange(stream, call, false).await?;
+    Ok(status)
+}
+
 /// Keep-alive connections, most recently used first, as hyper's pool picks them.
 #[derive(Default)]
 struct StrictPool {
@@ -207,7 +271,7 @@ struct StrictPool {
 }
 
 impl StrictPool {
-    async fn get(&self, target: SocketAddr, path: &str) -> Result<u16, Failure> {
+    async fn call(&self, target: SocketAddr, call: &Call) -> Result<u16, Failure> {
         let stream = match self.take_open() {
             Some(stream) => stream,
             None => TcpStream::connect(target)
@@ -215,7 +279,7 @@ impl StrictPool {
                 .map_err(|_| Failure::Connect)?,
         };
         let _ = stream.set_nodelay(true);
-        let (status, keep) = exchange(stream, path).await?;
+        let (status, keep) = exchange(stream, call, true).await?;
         if let Some(stream) = keep {
             self.idle.lock().unwrap().push(stream);
         }
@@ -239,8 +303,21 @@ impl StrictPool {
 }
 
 /// One request and its response; returns the connection if it may be reused.
-async fn exchange(mut stream: TcpStream, path: &str) -> Result<(u16, Option<TcpStream>), Failure> {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: service\r\n\r\n");
+async fn exchange(
+    mut stream: TcpStream,
+    call: &Call,
+    keep_alive: bool,
+) -> Result<(u16, Option<TcpStream>), Failure> {
+    let connection = if keep_alive {
+        ""
+    } else {
+        "Connection: close\r\n"
+    };
+    let Call { method, path, body } = call;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: service\r\n{connection}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     stream
         .write_all(request.as_bytes())
         .await
@@ -266,7 +343,7 @@ async fn exchange(mut stream: TcpStream, path: &str) -> Result<(u16, Option<TcpS
         .read_exact(&mut body)
         .await
         .map_err(|_| Failure::Closed)?;
-    Ok((status, (!close).then(|| reader.into_inner())))
+    Ok((status, (keep_alive && !close).then(|| reader.into_inner())))
 }
 
 /// One line of the response; the connection ending first is a failure like any other.

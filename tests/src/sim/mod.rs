@@ -6,6 +6,7 @@
 //! | [`pod_template`] | what a kubelet and the Deployment controller read from the spec |
 //! | [`kubelet`] | a kubelet per pod: the process, probes, preStop, SIGTERM, SIGKILL |
 //! | [`network`] | the endpoints controller and kube-proxy, with a propagation lag |
+//! | [`proxies`] | what clients connect to: that kube-proxy, or real nginx, HAProxy or Envoy following the same endpoints |
 //! | [`deployment`] | the Deployment controller's rolling update |
 //! | [`load`] | clients under constant load, standard and strict |
 //! | [`report`], [`plot`] | the tally, the timeline file and the picture |
@@ -21,6 +22,7 @@ pub mod load;
 pub mod network;
 pub mod plot;
 pub mod pod_template;
+pub mod proxies;
 pub mod report;
 pub mod timeline;
 
@@ -35,8 +37,9 @@ use tokio_util::sync::CancellationToken;
 use self::{
     deployment::Deployment,
     load::LoadConfig,
-    network::{Endpoints, Proxy},
+    network::Endpoints,
     pod_template::PodTemplate,
+    proxies::{Balancer, Front},
     report::{PodEnd, Report},
     timeline::Timeline,
 };
@@ -44,6 +47,8 @@ use self::{
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub name: String,
+    /// What routes the clients' connections to the pods.
+    pub balancer: Balancer,
     /// How long endpoint changes take to reach the proxy.
     pub lag: Duration,
     pub load: LoadConfig,
@@ -61,6 +66,7 @@ impl Scenario {
     pub fn new(name: &str, out_dir: &Path) -> Scenario {
         Scenario {
             name: name.to_owned(),
+            balancer: Balancer::KubeProxy,
             lag: Duration::from_secs(2),
             load: LoadConfig::default(),
             warm_up: Duration::from_secs(3),
@@ -92,9 +98,19 @@ pub async fn rolling_update(
     let timeline = Arc::new(Timeline::new(scenario.live));
     let network_stop = CancellationToken::new();
     let endpoints = Endpoints::new(scenario.lag, timeline.clone());
-    let proxy = Proxy::start(endpoints.clone(), network_stop.clone())
-        .await
-        .map_err(|err| err.to_string())?;
+    let health_path = template
+        .readiness
+        .as_ref()
+        .map_or("/", |probe| probe.path.as_str())
+        .to_owned();
+    let proxy = Front::start(
+        scenario.balancer,
+        endpoints.clone(),
+        &health_path,
+        &log_dir,
+        network_stop.clone(),
+    )
+    .await?;
     let metrics_port = template.ports.get("admin").copied();
     let controller = Deployment::new(
         &name,
@@ -139,8 +155,10 @@ pub async fn rolling_update(
     }
     .await;
     controller.tear_down();
+    let tally = proxy.tally().await;
     network_stop.cancel();
     let outcomes = result?;
+    let tally = tally?;
 
     let events = timeline.events();
     let deleted: Vec<f64> = events
@@ -185,10 +203,8 @@ pub async fn rolling_update(
             .iter()
             .map(|pod| pod.liveness_failures())
             .sum(),
-        proxy_no_endpoint: proxy
-            .counters
-            .no_ready_endpoint
-            .load(std::sync::atomic::Ordering::Relaxed),
+        balancer: scenario.balancer,
+        proxy: tally,
         pods,
     })
 }

@@ -13,7 +13,7 @@ use std::{
 
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{mpsc, watch},
     time::Instant,
 };
 use tokio_util::sync::CancellationToken;
@@ -24,13 +24,25 @@ use super::timeline::Timeline;
 struct Backend {
     pod: String,
     addr: SocketAddr,
+    /// Where the pod's readiness probe answers, for proxies that health-check on their own.
+    health: Option<SocketAddr>,
     ready: bool,
+}
+
+/// A pod a proxy may send new connections to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed {
+    pub pod: String,
+    pub addr: SocketAddr,
+    pub health: Option<SocketAddr>,
 }
 
 /// The endpoint slice as the proxies see it: the truth, late by the propagation lag.
 pub struct Endpoints {
     changes: mpsc::UnboundedSender<(Instant, Backend)>,
     view: Arc<RwLock<Vec<Backend>>>,
+    /// The ready part of the view, for real proxies to follow.
+    routed: watch::Sender<Vec<Routed>>,
 }
 
 impl Endpoints {
@@ -38,6 +50,8 @@ impl Endpoints {
         let (changes, mut pending) = mpsc::unbounded_channel::<(Instant, Backend)>();
         let view: Arc<RwLock<Vec<Backend>>> = Arc::default();
         let applied = view.clone();
+        let routed = watch::Sender::new(Vec::new());
+        let publish_routed = routed.clone();
         // One task applies changes in the order they happened, each `lag` after it happened.
         tokio::spawn(async move {
             while let Some((happened, backend)) = pending.recv().await {
@@ -55,6 +69,8 @@ impl Endpoints {
                     }
                 };
                 if changed {
+                    publish_routed.send_replace(ready_of(&view));
+                    drop(view);
                     let what = if backend.ready {
                         "routes new connections to"
                     } else {
@@ -64,28 +80,43 @@ impl Endpoints {
                 }
             }
         });
-        Arc::new(Endpoints { changes, view })
+        Arc::new(Endpoints {
+            changes,
+            view,
+            routed,
+        })
+    }
+
+    /// The pods new connections may go to, as it changes.
+    pub fn watch_routed(&self) -> watch::Receiver<Vec<Routed>> {
+        self.routed.subscribe()
     }
 
     /// The endpoints controller's decision for one pod: ready means ready and not terminating.
-    pub fn publish(&self, pod: &str, addr: SocketAddr, ready: bool) {
+    pub fn publish(&self, pod: &str, addr: SocketAddr, health: Option<SocketAddr>, ready: bool) {
         let backend = Backend {
             pod: pod.to_owned(),
             addr,
+            health,
             ready,
         };
         let _ = self.changes.send((Instant::now(), backend));
     }
 
-    fn ready(&self) -> Vec<(String, SocketAddr)> {
-        self.view
-            .read()
-            .unwrap()
-            .iter()
-            .filter(|backend| backend.ready)
-            .map(|backend| (backend.pod.clone(), backend.addr))
-            .collect()
+    fn ready(&self) -> Vec<Routed> {
+        ready_of(&self.view.read().unwrap())
     }
+}
+
+fn ready_of(view: &[Backend]) -> Vec<Routed> {
+    view.iter()
+        .filter(|backend| backend.ready)
+        .map(|backend| Routed {
+            pod: backend.pod.clone(),
+            addr: backend.addr,
+            health: backend.health,
+        })
+        .collect()
 }
 
 /// What the proxy saw go wrong, beside what the clients count.
@@ -125,8 +156,8 @@ impl Proxy {
                     counting.no_ready_endpoint.fetch_add(1, Ordering::Relaxed);
                     continue; // dropping the client closes it: nowhere to send it
                 }
-                let (_, backend) = &backends[next.fetch_add(1, Ordering::Relaxed) % backends.len()];
-                let (backend, counting) = (*backend, counting.clone());
+                let backend = backends[next.fetch_add(1, Ordering::Relaxed) % backends.len()].addr;
+                let counting = counting.clone();
                 tokio::spawn(async move { pin(client, backend, &counting).await });
             }
         });
@@ -200,7 +231,7 @@ mod tests {
             .await
             .unwrap();
         let pod_a = backend().await;
-        endpoints.publish("pod-a", pod_a, true);
+        endpoints.publish("pod-a", pod_a, None, true);
 
         let (early, _) = greeting(proxy.addr).await;
         assert!(early.is_empty(), "routed before the lag had passed");
@@ -208,7 +239,7 @@ mod tests {
         let (greeted, mut pinned) = greeting(proxy.addr).await;
         assert_eq!(greeted, b"hi");
 
-        endpoints.publish("pod-a", pod_a, false);
+        endpoints.publish("pod-a", pod_a, None, false);
         tokio::time::sleep(LAG + Duration::from_millis(100)).await;
         let (refused, _) = greeting(proxy.addr).await;
         assert!(

@@ -1,5 +1,8 @@
-//! A plain SVG picture of a rollout: requests per second (answered and failed), requests in
-//! flight, and each pod's state over time. Written by hand: no fonts or plotting library.
+//! A plain SVG picture of a rollout: requests answered per second, failed requests per
+//! second (on their own scale, so that one failure shows), requests in flight, each pod's
+//! state over time and, under it, when the proxy routed new connections to it: the gap
+//! between the two is the propagation lag the preStop delay must cover. Written by hand:
+//! a few rectangles and lines need no plotting library.
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
@@ -9,7 +12,11 @@ const WIDTH: f64 = 1100.0;
 const LEFT: f64 = 80.0;
 const RIGHT: f64 = 20.0;
 const BUCKET: f64 = 0.25;
-const LANE: f64 = 16.0;
+const LANE: f64 = 22.0;
+/// Height of a pod's state bar and of the strip under it that shows when it was routed.
+const STATE_HEIGHT: f64 = 13.0;
+const ROUTED_HEIGHT: f64 = 4.0;
+const ROUTED_COLOUR: &str = "#283593";
 
 /// Pod states as the plot colours them.
 const STATES: [(&str, &str, &str); 5] = [
@@ -45,9 +52,10 @@ pub fn svg(report: &Report) -> String {
     let lanes = pod_lanes(report, end);
     let x = |t: f64| LEFT + (WIDTH - LEFT - RIGHT) * t / end;
 
-    let (rate_top, rate_height) = (50.0, 200.0);
-    let (flight_top, flight_height) = (290.0, 110.0);
-    let lanes_top = 440.0;
+    let (rate_top, rate_height) = (50.0, 170.0);
+    let (failed_top, failed_height) = (260.0, 70.0);
+    let (flight_top, flight_height) = (370.0, 90.0);
+    let lanes_top = 500.0;
     let height = lanes_top + LANE * lanes.len() as f64 + 70.0;
 
     let mut svg = String::new();
@@ -56,28 +64,28 @@ pub fn svg(report: &Report) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="12">"#
     );
     let _ = write!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let standard = report.failed(super::load::ClientKind::Standard);
-    let strict = report.failed(super::load::ClientKind::Strict);
+    use super::load::ClientKind;
+    let (standard, strict, fresh) = (
+        report.failed(ClientKind::Standard),
+        report.failed(ClientKind::Strict),
+        report.failed(ClientKind::Fresh),
+    );
     let _ = write!(
         svg,
-        r#"<text x="{LEFT}" y="24" font-size="15" font-weight="bold">{}: {} failed of {} requests (standard client {standard}, strict client {strict}), {} SIGKILL</text>"#,
+        r#"<text x="{LEFT}" y="24" font-size="15" font-weight="bold">{}: {} failed of {} requests (standard {standard}, strict {strict}, fresh connections {fresh}), {} SIGKILL</text>"#,
         escape(&report.scenario),
-        standard + strict,
+        report.failed_total(),
         report.outcomes.len(),
         report.sigkills()
     );
 
-    let rate_max = answered
-        .iter()
-        .chain(&failed)
-        .fold(1.0_f64, |a, &b| a.max(b))
-        * 1.1;
+    let rate_max = answered.iter().fold(1.0_f64, |a, &b| a.max(b)) * 1.1;
     panel(
         &mut svg,
         rate_top,
         rate_height,
         rate_max,
-        "requests / s",
+        "answered / s",
         end,
         &x,
     );
@@ -90,20 +98,34 @@ pub fn svg(report: &Report) -> String {
         "#1e88e5",
         &x,
     );
+
+    let failed_max = failed.iter().fold(1.0_f64, |a, &b| a.max(b)) * 1.1;
+    panel(
+        &mut svg,
+        failed_top,
+        failed_height,
+        failed_max,
+        "failed / s",
+        end,
+        &x,
+    );
     bars(
         &mut svg,
         &failed,
-        rate_top,
-        rate_height,
-        rate_max,
+        failed_top,
+        failed_height,
+        failed_max,
         "#e53935",
         &x,
     );
-    legend(
-        &mut svg,
-        rate_top - 8.0,
-        &[("#1e88e5", "answered"), ("#e53935", "failed")],
-    );
+    if report.failed_total() == 0 {
+        let _ = write!(
+            svg,
+            r##"<text x="{}" y="{}" text-anchor="middle" fill="#2e7d32">no failed request</text>"##,
+            (LEFT + WIDTH - RIGHT) / 2.0,
+            failed_top + failed_height / 2.0 + 4.0
+        );
+    }
 
     let flight_max = in_flight.iter().fold(1.0_f64, |a, &b| a.max(b)) * 1.1;
     panel(
@@ -130,30 +152,44 @@ pub fn svg(report: &Report) -> String {
         r#"<text x="{LEFT}" y="{}" font-weight="bold">pods</text>"#,
         lanes_top - 8.0
     );
-    for (row, (pod, segments)) in lanes.iter().enumerate() {
+    let labels = short_names(&lanes);
+    for (row, (lane, label)) in lanes.iter().zip(&labels).enumerate() {
         let y = lanes_top + row as f64 * LANE;
         let _ = write!(
             svg,
             r#"<text x="{}" y="{}" text-anchor="end" font-size="10">{}</text>"#,
             LEFT - 4.0,
             y + 11.0,
-            escape(pod)
+            escape(label)
         );
-        for (from, to, colour) in segments {
-            let _ = write!(
-                svg,
-                r#"<rect x="{:.1}" y="{y:.1}" width="{:.1}" height="{}" fill="{colour}"/>"#,
+        for (from, to, colour) in &lane.states {
+            rect(
+                &mut svg,
                 x(*from),
-                (x(*to) - x(*from)).max(0.5),
-                LANE - 3.0
+                y,
+                x(*to) - x(*from),
+                STATE_HEIGHT,
+                colour,
+            );
+        }
+        for (from, to) in &lane.routed {
+            let strip = y + STATE_HEIGHT + 1.0;
+            rect(
+                &mut svg,
+                x(*from),
+                strip,
+                x(*to) - x(*from),
+                ROUTED_HEIGHT,
+                ROUTED_COLOUR,
             );
         }
     }
     let legend_y = lanes_top + LANE * lanes.len() as f64 + 20.0;
-    let states: Vec<(&str, &str)> = STATES
+    let mut states: Vec<(&str, &str)> = STATES
         .iter()
         .map(|(_, colour, label)| (*colour, *label))
         .collect();
+    states.push((ROUTED_COLOUR, "proxy routes to it"));
     legend(&mut svg, legend_y, &states);
     let _ = write!(
         svg,
@@ -168,43 +204,97 @@ pub fn svg(report: &Report) -> String {
 /// From, to (seconds) and colour.
 type Segment = (f64, f64, &'static str);
 
-/// Each pod's coloured segments, from its events.
-fn pod_lanes(report: &Report, end: f64) -> Vec<(String, Vec<Segment>)> {
-    let mut states: BTreeMap<&str, Vec<(f64, Option<&'static str>)>> = BTreeMap::new();
+/// One pod's row: its states, and when the proxy routed new connections to it.
+struct Lane {
+    pod: String,
+    states: Vec<Segment>,
+    routed: Vec<(f64, f64)>,
+}
+
+/// Each pod's row, from the timeline, in the order the pods started.
+///
+/// Once a pod is deleted it stays "deleted", then "SIGTERM, draining", until its process
+/// exits: the readiness probe turning it "not ready" meanwhile is part of draining, not
+/// the end of it.
+fn pod_lanes(report: &Report, end: f64) -> Vec<Lane> {
+    let mut changes: BTreeMap<&str, Vec<(f64, Option<&'static str>)>> = BTreeMap::new();
+    let mut routed: BTreeMap<&str, Vec<(f64, bool)>> = BTreeMap::new();
     for event in &report.events {
+        if event.source == "proxy" {
+            if let Some(pod) = event.what.strip_prefix("routes new connections to ") {
+                routed.entry(pod).or_default().push((event.at, true));
+            } else if let Some(pod) = event.what.strip_prefix("stops routing to ") {
+                routed.entry(pod).or_default().push((event.at, false));
+            }
+            continue;
+        }
         let colour = STATES
             .iter()
             .find(|(what, _, _)| event.what == *what)
             .map(|(_, colour, _)| *colour);
-        let ends = event.what.starts_with("container exited");
-        if colour.is_some() || ends {
-            states
-                .entry(event.source.as_str())
-                .or_default()
-                .push((event.at, colour));
+        let ends = event.what.starts_with("container exited") || event.what.starts_with("stopped");
+        if colour.is_none() && !ends {
+            continue;
+        }
+        let pod = changes.entry(event.source.as_str()).or_default();
+        let terminating = pod.iter().any(|(_, colour)| *colour == Some(DELETED));
+        let probe_result = event.what == "ready" || event.what == "not ready";
+        if !(terminating && probe_result) {
+            pod.push((event.at, colour));
         }
     }
-    let mut lanes: Vec<(String, Vec<Segment>)> = states
+    let mut lanes: Vec<Lane> = changes
         .into_iter()
-        .map(|(pod, changes)| {
-            let mut segments = Vec::new();
-            for (index, (from, colour)) in changes.iter().enumerate() {
-                let to = changes.get(index + 1).map_or(end, |(at, _)| *at);
-                if let Some(colour) = colour {
-                    segments.push((*from, to, *colour));
-                }
-            }
-            (pod.to_owned(), segments)
+        .map(|(pod, changes)| Lane {
+            pod: pod.to_owned(),
+            states: segments(&changes, end),
+            routed: intervals(routed.get(pod).map_or(&[][..], Vec::as_slice), end),
         })
         .collect();
     lanes.sort_by(|a, b| {
-        a.1.first()
-            .map(|s| s.0)
-            .partial_cmp(&b.1.first().map(|s| s.0))
-            .unwrap()
+        let start = |lane: &Lane| lane.states.first().map_or(f64::MAX, |segment| segment.0);
+        start(a).total_cmp(&start(b))
     });
-    // Label each lane by what tells the pods apart: `r1-2`, not the full name.
-    let names: Vec<&str> = lanes.iter().map(|(pod, _)| pod.as_str()).collect();
+    lanes
+}
+
+const DELETED: &str = STATES[3].1;
+
+/// Coloured segments between consecutive changes; a change without colour ends one.
+fn segments(changes: &[(f64, Option<&'static str>)], end: f64) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    for (index, (from, colour)) in changes.iter().enumerate() {
+        let to = changes.get(index + 1).map_or(end, |(at, _)| *at);
+        if let Some(colour) = colour {
+            segments.push((*from, to, *colour));
+        }
+    }
+    segments
+}
+
+/// The intervals during which a switch was on.
+fn intervals(switches: &[(f64, bool)], end: f64) -> Vec<(f64, f64)> {
+    let mut on_since = None;
+    let mut intervals = Vec::new();
+    for &(at, on) in switches {
+        match (on, on_since) {
+            (true, None) => on_since = Some(at),
+            (false, Some(since)) => {
+                intervals.push((since, at));
+                on_since = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(since) = on_since {
+        intervals.push((since, end));
+    }
+    intervals
+}
+
+/// Labels that tell the pods apart: `r1-2`, not the full name.
+fn short_names(lanes: &[Lane]) -> Vec<String> {
+    let names: Vec<&str> = lanes.iter().map(|lane| lane.pod.as_str()).collect();
     let shared = names.first().map_or(0, |first| {
         let common = names
             .iter()
@@ -213,10 +303,15 @@ fn pod_lanes(report: &Report, end: f64) -> Vec<(String, Vec<Segment>)> {
             .unwrap_or(0);
         first[..common].rfind('-').map_or(0, |dash| dash + 1)
     });
-    for (pod, _) in &mut lanes {
-        *pod = pod[shared..].to_owned();
-    }
-    lanes
+    names.iter().map(|name| name[shared..].to_owned()).collect()
+}
+
+fn rect(svg: &mut String, x: f64, y: f64, width: f64, height: f64, colour: &str) {
+    let _ = write!(
+        svg,
+        r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{height}" fill="{colour}"/>"#,
+        width.max(0.5)
+    );
 }
 
 fn common_prefix(a: &str, b: &str) -> usize {
@@ -247,9 +342,11 @@ fn panel(
     for step in 0..=4 {
         let value = max * step as f64 / 4.0;
         let y = bottom - height * step as f64 / 4.0;
+        // Small scales (a few failures a second) need a decimal to tell the ticks apart.
+        let decimals = if max < 4.0 { 1 } else { 0 };
         let _ = write!(
             svg,
-            r#"<text x="{}" y="{:.1}" text-anchor="end" font-size="10">{value:.0}</text>"#,
+            r#"<text x="{}" y="{:.1}" text-anchor="end" font-size="10">{value:.decimals$}</text>"#,
             LEFT - 4.0,
             y + 4.0
         );

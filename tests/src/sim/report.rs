@@ -9,6 +9,7 @@ use std::{
 
 use super::{
     load::{ClientKind, Outcome},
+    proxies::{Balancer, ProxyTally},
     timeline::Event,
 };
 
@@ -31,7 +32,9 @@ pub struct Report {
     pub rollout: (f64, f64),
     pub pods: Vec<PodEnd>,
     pub liveness_failures: u32,
-    pub proxy_no_endpoint: u64,
+    pub balancer: Balancer,
+    /// What the proxy saw go wrong upstream (its retries can hide it from the clients).
+    pub proxy: ProxyTally,
 }
 
 impl Report {
@@ -49,6 +52,14 @@ impl Report {
             .count()
     }
 
+    /// Failed requests of every client.
+    pub fn failed_total(&self) -> usize {
+        ClientKind::ALL
+            .iter()
+            .map(|&client| self.failed(client))
+            .sum()
+    }
+
     pub fn failures_by_cause(&self, client: ClientKind) -> BTreeMap<String, usize> {
         let mut causes = BTreeMap::new();
         for outcome in self
@@ -61,6 +72,28 @@ impl Report {
             }
         }
         causes
+    }
+
+    /// `: 12 connection closed or reset before the response, 1 connection refused`.
+    fn causes_in_words(&self, client: ClientKind) -> String {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for failure in self
+            .outcomes
+            .iter()
+            .filter(|outcome| outcome.client == client)
+            .filter_map(|outcome| outcome.failure.as_ref())
+        {
+            *counts.entry(failure.in_words()).or_default() += 1;
+        }
+        let parts: Vec<String> = counts
+            .iter()
+            .map(|(cause, count)| format!("{count} {cause}"))
+            .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", parts.join(", "))
+        }
     }
 
     pub fn sigkills(&self) -> usize {
@@ -116,19 +149,27 @@ impl Report {
     pub fn summary(&self) -> String {
         let mut text = String::new();
         let total = self.outcomes.len();
-        let failed = self.failed(ClientKind::Standard) + self.failed(ClientKind::Strict);
         let _ = writeln!(text, "scenario: {}", self.scenario);
-        let _ = writeln!(text, "{failed} failed of {total} requests");
-        for client in [ClientKind::Standard, ClientKind::Strict] {
+        let _ = writeln!(text, "{} failed of {total} requests", self.failed_total());
+        for client in ClientKind::ALL {
             let _ = writeln!(
                 text,
-                "  {:<8} client: {} failed of {} {:?}",
+                "  {:<8} client: {} failed of {}{}",
                 format!("{client:?}").to_lowercase(),
                 self.failed(client),
                 self.requests(client),
-                self.failures_by_cause(client)
+                self.causes_in_words(client)
             );
         }
+        let _ = writeln!(
+            text,
+            "  {}: {} upstream errors, {} retries, {} with no ready endpoint ({})",
+            self.balancer.name(),
+            self.proxy.upstream_errors,
+            self.proxy.retries,
+            self.proxy.no_endpoint,
+            self.proxy.detail
+        );
         let (spanning, slow_failed) = self.slow_across_deletions();
         let _ = writeln!(
             text,
@@ -163,10 +204,12 @@ impl Report {
         text
     }
 
-    /// Writes `<name>.timeline.jsonl` and `<name>.svg` into `dir`; returns their paths.
+    /// Writes `<name>.timeline.jsonl`, `<name>.svg` and `<name>.summary.txt` into `dir`;
+    /// returns the paths of the first two.
     pub fn write(&self, dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
         std::fs::create_dir_all(dir)?;
         let name = slug(&self.scenario);
+        std::fs::write(dir.join(format!("{name}.summary.txt")), self.summary())?;
         let timeline = dir.join(format!("{name}.timeline.jsonl"));
         let mut lines = String::new();
         for event in &self.events {
