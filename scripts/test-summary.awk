@@ -32,13 +32,13 @@ END {
     for (i = 1; i <= count; i++) {
         if (!done[i]) {
             crashed++
-            printf "  CRASHED %-34s no result (killed, or a panic outside a test)\n", files[i]
+            printf "  CRASHED %-40s no result (killed, or a panic outside a test)\n", files[i]
             continue
         }
         tests += passed[i] + failed[i]; failures += failed[i]
         counts = passed[i] " passed" (failed[i] ? ", " failed[i] " failed" : "") \
                  (ignored[i] ? ", " ignored[i] " ignored" : "")
-        printf "  %-7s %-34s %-26s %8.1f s\n", (failed[i] ? "FAILED" : "ok"), files[i], counts, took[i]
+        printf "  %-7s %-40s %-26s %8.1f s\n", (failed[i] ? "FAILED" : "ok"), files[i], counts, took[i]
         printf "%s", failed_names[i]
     }
     if (count == 0) print "  no test file ran: the build failed (see above)"

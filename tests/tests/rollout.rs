@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube_service_template_tests::{
     Generated,
     chart::{Chart, Render},
-    generate, shared_target_dir,
+    generate, scratch, shared_target_dir,
     sim::{self, Scenario, baseline, load::ClientKind, proxies::Balancer, report::Report},
 };
 
@@ -50,8 +50,10 @@ fn run(deployment: &Deployment, scenario: Scenario) -> Report {
     report
 }
 
+/// Each scenario's summary, timeline, plot and pod logs go to `<target>/rollouts/`, kept
+/// after the run (generated projects are swept by the next test process).
 fn scenario(name: &str) -> Scenario {
-    Scenario::new(name, &project().dir.join("simulations"))
+    Scenario::new(name, &scratch("rollouts"))
 }
 
 /// The negative controls' assertion. A pod that stopped listening while the proxy still
