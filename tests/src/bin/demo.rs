@@ -19,7 +19,7 @@ async fn main() {
     let project = generate("demo-service", &[])
         .unwrap_or_else(|refused| panic!("cargo generate refused:\n{}", refused.output));
     println!(
-        "building {} (about 3 minutes the first time on 2 cores, seconds after) ...",
+        "building {} (about 2.5 minutes the first time on 2 cores, seconds after) ...",
         project.dir.display()
     );
     if let Err(error) = project.cargo_live(&["build"]) {

@@ -65,7 +65,7 @@ load_module /usr/lib/nginx/modules/ndk_http_module.so;
 load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
 events {{ worker_connections 8192; }}
 http {{
-    log_format upstreaminfo '$status $request_method $upstream_addr $upstream_status';
+    log_format upstreaminfo '$status|$request_method|$upstream_addr|$upstream_status';
     access_log {dir}/access.log upstreaminfo;
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
@@ -144,9 +144,11 @@ pub(super) fn tally(dir: &Path) -> Result<ProxyTally, String> {
         .filter(|line| line.contains("no ready endpoint"))
         .count() as u64;
     let upstream_errors = errors.len() as u64 - no_endpoint;
+    // `$upstream_status` lists one status per try: `502, 200`.
     let retries = read("access.log")?
         .lines()
-        .map(|line| line.matches(", ").count() as u64)
+        .filter_map(|line| line.rsplit('|').next())
+        .map(|statuses| statuses.matches(',').count() as u64)
         .sum();
     Ok(ProxyTally {
         upstream_errors,
