@@ -138,51 +138,43 @@ fn fill(slot: usize, addr: SocketAddr, check_port: Option<u16>) -> Vec<String> {
     commands
 }
 
-/// Sends commands over the runtime API, one connection each (HAProxy closes it after
-/// answering).
-async fn runtime_api(addr: SocketAddr, commands: &[String]) -> Result<String, String> {
-    let mut answers = String::new();
+/// Sends commands that change servers; an answer other than an acknowledgement is an error.
+async fn runtime_api(addr: SocketAddr, commands: &[String]) -> Result<(), String> {
     for command in commands {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("runtime API at {addr}: {e}"))?;
-        stream
-            .write_all(format!("{command}\n").as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut answer = String::new();
-        stream
-            .read_to_string(&mut answer)
-            .await
-            .map_err(|e| e.to_string())?;
+        let answer = ask(addr, command).await?;
         let answer = answer.trim();
-        let harmless = answer.is_empty()
+        let acknowledged = answer.is_empty()
             || answer.contains("changed from")
             || answer.starts_with("no need to change");
-        if !harmless {
+        if !acknowledged {
             return Err(format!("{command}: {answer}"));
         }
-        answers.push_str(answer);
     }
-    Ok(answers)
+    Ok(())
+}
+
+/// One runtime API command and its answer; HAProxy closes the connection after answering.
+async fn ask(addr: SocketAddr, command: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("runtime API at {addr}: {e}"))?;
+    stream
+        .write_all(format!("{command}\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(answer)
 }
 
 /// The backend's failed attempts from `show stat`: connection errors (`econ`) and
 /// response errors (`eresp`) the client saw, and retries (`wretr`) and redispatches to
 /// another pod (`wredis`) that hid one.
 pub(super) async fn tally(runtime_api: SocketAddr) -> Result<ProxyTally, String> {
-    let mut stream = TcpStream::connect(runtime_api)
-        .await
-        .map_err(|e| format!("runtime API at {runtime_api}: {e}"))?;
-    stream
-        .write_all(b"show stat\n")
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut csv = String::new();
-    stream
-        .read_to_string(&mut csv)
-        .await
-        .map_err(|e| e.to_string())?;
+    let csv = ask(runtime_api, "show stat").await?;
     let mut lines = csv.lines();
     let header: Vec<&str> = lines
         .next()
