@@ -13,7 +13,7 @@ use super::{
     kubelet::Pod,
     network::Endpoints,
     pod_template::{PodIdentity, PodTemplate},
-    timeline::Timeline,
+    timeline::{Happening, Timeline},
 };
 
 /// Called on every pod created, e.g. to scrape its metrics.
@@ -121,10 +121,9 @@ impl Deployment {
             }
             tokio::time::sleep(RESYNC).await;
         }
-        self.timeline.record(
-            "deployment",
-            format!("{} replicas available", self.template.replicas),
-        );
+        let replicas = self.template.replicas;
+        self.timeline
+            .record("deployment", Happening::ReplicasAvailable { replicas });
         Ok(())
     }
 
@@ -133,15 +132,14 @@ impl Deployment {
         let replicas = self.template.replicas as usize;
         let most = replicas + self.template.max_surge as usize;
         let fewest_available = replicas.saturating_sub(self.template.max_unavailable as usize);
-        self.timeline.record(
-            "deployment",
-            format!(
-                "rolling update r{from} → r{to}: maxSurge {}, maxUnavailable {}, minReadySeconds {}",
-                self.template.max_surge,
-                self.template.max_unavailable,
-                self.template.min_ready.as_secs()
-            ),
-        );
+        let update = Happening::RollingUpdate {
+            from,
+            to,
+            max_surge: self.template.max_surge,
+            max_unavailable: self.template.max_unavailable,
+            min_ready_seconds: self.template.min_ready.as_secs(),
+        };
+        self.timeline.record("deployment", update);
         let deadline = Instant::now() + limit;
         loop {
             let now = Instant::now();
@@ -181,7 +179,7 @@ impl Deployment {
             tokio::time::sleep(RESYNC).await;
         }
         self.timeline
-            .record("deployment", format!("rollout to r{to} complete"));
+            .record("deployment", Happening::RolloutComplete { to });
         Ok(())
     }
 

@@ -22,7 +22,7 @@ use tokio::{
 use super::{
     network::Endpoints,
     pod_template::{PodIdentity, PodTemplate, PreStop, Probe},
-    timeline::Timeline,
+    timeline::{Happening, Timeline},
 };
 
 /// The kubelet's minimum time between SIGTERM and SIGKILL when preStop used up the grace period.
@@ -101,13 +101,8 @@ impl Pod {
             liveness_failures: Mutex::new(0),
             torn_down: Default::default(),
         });
-        pod.timeline.record(&pod.name, "container started");
-        tokio::spawn(follow_logs(
-            stdout,
-            log,
-            pod.name.clone(),
-            pod.timeline.clone(),
-        ));
+        pod.timeline.record(&pod.name, Happening::ContainerStarted);
+        tokio::spawn(follow_logs(stdout, log, pod.clone()));
 
         let waiting = pod.clone();
         tokio::spawn(async move {
@@ -130,9 +125,9 @@ impl Pod {
                 state.ready = false;
             });
             let what = if waiting.torn_down.load(std::sync::atomic::Ordering::Relaxed) {
-                "stopped: the simulation is over".to_owned()
+                Happening::StoppedAtTheEnd
             } else {
-                format!("container exited with {code}")
+                Happening::Exited { code }
             };
             waiting.timeline.record(&waiting.name, what);
             waiting.publish();
@@ -209,17 +204,15 @@ impl Pod {
                 }
                 failures += 1;
                 if failures >= startup.failure_threshold && !self.is_terminating() {
-                    self.timeline.record(
-                        &self.name,
-                        "startup probe failed: the kubelet would restart the container",
-                    );
+                    self.timeline
+                        .record(&self.name, Happening::StartupProbeFailed);
                     failures = 0;
                 }
                 tokio::time::sleep(startup.period).await;
             }
         }
         self.status.send_modify(|status| status.started = true);
-        self.timeline.record(&self.name, "started");
+        self.timeline.record(&self.name, Happening::Started);
         if let Some(liveness) = self.template.liveness.clone() {
             tokio::spawn(self.clone().liveness(liveness));
         }
@@ -238,10 +231,8 @@ impl Pod {
                 failures += 1;
                 if failures >= probe.failure_threshold {
                     *self.liveness_failures.lock().unwrap() += 1;
-                    self.timeline.record(
-                        &self.name,
-                        "liveness probe failed: the kubelet would restart the container",
-                    );
+                    self.timeline
+                        .record(&self.name, Happening::LivenessProbeFailed);
                     failures = 0;
                 }
             } else {
@@ -283,8 +274,12 @@ impl Pod {
             true
         });
         if changed {
-            self.timeline
-                .record(&self.name, if ready { "ready" } else { "not ready" });
+            let what = if ready {
+                Happening::Ready
+            } else {
+                Happening::NotReady
+            };
+            self.timeline.record(&self.name, what);
             self.publish();
         }
     }
@@ -316,7 +311,7 @@ impl Pod {
         let deleted_at = Instant::now();
         self.status
             .send_modify(|status| status.deleted_at = Some(deleted_at));
-        self.timeline.record(&self.name, "deleted");
+        self.timeline.record(&self.name, Happening::Deleted);
         self.publish();
         tokio::spawn(self.clone().terminate(deleted_at));
     }
@@ -326,15 +321,14 @@ impl Pod {
         match self.template.pre_stop.clone() {
             PreStop::None => {}
             PreStop::Sleep(duration) => {
-                self.timeline.record(
-                    &self.name,
-                    format!("preStop: sleep {}s", duration.as_secs()),
-                );
+                let seconds = duration.as_secs();
+                self.timeline
+                    .record(&self.name, Happening::PreStopSleep { seconds });
                 let _ = tokio::time::timeout_at(grace_deadline, tokio::time::sleep(duration)).await;
             }
             PreStop::HttpGet { path, port } => {
-                self.timeline
-                    .record(&self.name, format!("preStop: GET {path}"));
+                let what = Happening::PreStopGet { path: path.clone() };
+                self.timeline.record(&self.name, what);
                 let hook = http_get(self.host_addr(port), &path, self.template.grace);
                 let _ = tokio::time::timeout_at(grace_deadline, hook).await;
             }
@@ -343,7 +337,7 @@ impl Pod {
             return;
         }
         self.signal(libc::SIGTERM);
-        self.timeline.record(&self.name, "SIGTERM");
+        self.timeline.record(&self.name, Happening::Sigterm);
         let left = grace_deadline.saturating_duration_since(Instant::now());
         let mut status = self.subscribe();
         let exited = tokio::time::timeout(
@@ -360,8 +354,7 @@ impl Pod {
                 });
             });
             self.signal(libc::SIGKILL);
-            self.timeline
-                .record(&self.name, "grace period over: SIGKILL");
+            self.timeline.record(&self.name, Happening::Sigkill);
         }
     }
 
@@ -380,44 +373,42 @@ impl Pod {
     }
 }
 
-/// Keeps the container's log, and puts the service's own shutdown story on the timeline.
-async fn follow_logs(
-    stdout: tokio::process::ChildStdout,
-    log: std::fs::File,
-    pod: String,
-    timeline: Arc<Timeline>,
-) {
+/// Keeps the container's log and, once the pod is deleted, puts every line the service
+/// logs on the timeline as it is: its own story of the shutdown, whatever its wording.
+async fn follow_logs(stdout: tokio::process::ChildStdout, log: std::fs::File, pod: Arc<Pod>) {
     use std::io::Write;
     use tokio::io::AsyncBufReadExt;
     let mut log = std::io::BufWriter::new(log);
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let _ = writeln!(log, "{line}");
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+        if !pod.is_terminating() {
             continue;
-        };
-        let message = entry["message"].as_str().unwrap_or_default();
-        if message.starts_with("shutdown") || message.starts_with("pre-stop") {
-            let details: Vec<String> = [
-                "in_flight",
-                "open_connections",
-                "requests_cut",
-                "outcome",
-                "took_ms",
-                "exit_code",
-            ]
-            .iter()
-            .filter_map(|key| entry.get(*key).map(|value| format!("{key}={value}")))
-            .collect();
-            timeline.record(
-                &pod,
-                format!("  │ {message} {}", details.join(" "))
-                    .trim_end()
-                    .to_owned(),
-            );
+        }
+        if let Some(what) = service_log(&line) {
+            pod.timeline.record(&pod.name, what);
         }
     }
     let _ = log.flush();
+}
+
+/// A JSON log line as a timeline event: its message, then its own fields.
+fn service_log(line: &str) -> Option<Happening> {
+    let serde_json::Value::Object(mut entry) = serde_json::from_str(line).ok()? else {
+        return None;
+    };
+    let message = entry.remove("message")?.as_str()?.to_owned();
+    for bookkeeping in ["timestamp", "level", "target", "span", "spans"] {
+        entry.remove(bookkeeping);
+    }
+    let fields: Vec<String> = entry
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    Some(Happening::ServiceLog {
+        message,
+        fields: fields.join(" "),
+    })
 }
 
 /// One HTTP/1.1 GET on a fresh connection, as the kubelet's probes and hooks do.

@@ -41,7 +41,7 @@ use self::{
     pod_template::PodTemplate,
     proxies::{Balancer, Front},
     report::{PodEnd, Report},
-    timeline::Timeline,
+    timeline::{Happening, Timeline},
 };
 
 #[derive(Debug, Clone)]
@@ -132,12 +132,11 @@ pub async fn rolling_update(
         let load_stop = CancellationToken::new();
         timeline.record(
             "load",
-            format!(
-                "{} requests/s, every {}th of each client slow ({} ms)",
-                scenario.load.rate,
-                scenario.load.slow_every,
-                scenario.load.slow.as_millis()
-            ),
+            Happening::LoadStarted {
+                rate: scenario.load.rate,
+                slow_every: scenario.load.slow_every,
+                slow_ms: scenario.load.slow.as_millis(),
+            },
         );
         let load = tokio::spawn(load::run(
             proxy.addr,
@@ -150,7 +149,7 @@ pub async fn rolling_update(
         controller.wait_terminated(Duration::from_secs(300)).await?;
         tokio::time::sleep(scenario.cool_down).await;
         load_stop.cancel();
-        timeline.record("load", "stopping; waiting for requests in flight");
+        timeline.record("load", Happening::LoadStopping);
         load.await.map_err(|err| err.to_string())
     }
     .await;
@@ -161,11 +160,7 @@ pub async fn rolling_update(
     let tally = tally?;
 
     let events = timeline.events();
-    let deleted: Vec<f64> = events
-        .iter()
-        .filter(|event| event.what == "deleted")
-        .map(|event| event.at)
-        .collect();
+    let deleted = Timeline::times(&events, &Happening::Deleted);
     let pods: Vec<PodEnd> = controller
         .pods()
         .iter()

@@ -18,7 +18,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::timeline::Timeline;
+use super::timeline::{Happening, Timeline};
 
 #[derive(Debug, Clone, PartialEq)]
 struct Backend {
@@ -71,12 +71,13 @@ impl Endpoints {
                 if changed {
                     publish_routed.send_replace(ready_of(&view));
                     drop(view);
+                    let pod = backend.pod.clone();
                     let what = if backend.ready {
-                        "routes new connections to"
+                        Happening::Routed { pod }
                     } else {
-                        "stops routing to"
+                        Happening::Unrouted { pod }
                     };
-                    timeline.record("proxy", format!("{what} {}", backend.pod));
+                    timeline.record("proxy", what);
                 }
             }
         });

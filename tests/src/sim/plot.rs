@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use super::report::Report;
+use super::{report::Report, timeline::Happening};
 
 const WIDTH: f64 = 1100.0;
 const LEFT: f64 = 80.0;
@@ -18,14 +18,27 @@ const STATE_HEIGHT: f64 = 13.0;
 const ROUTED_HEIGHT: f64 = 4.0;
 const ROUTED_COLOUR: &str = "#283593";
 
-/// Pod states as the plot colours them.
-const STATES: [(&str, &str, &str); 5] = [
-    ("container started", "#b0bec5", "starting"),
-    ("ready", "#43a047", "ready"),
-    ("not ready", "#90a4ae", "not ready"),
-    ("deleted", "#fbc02d", "deleted, preStop"),
-    ("SIGTERM", "#ef6c00", "SIGTERM, draining"),
-];
+/// A pod's states as the plot colours them: colour and legend.
+const STARTING: (&str, &str) = ("#b0bec5", "starting");
+const READY: (&str, &str) = ("#43a047", "ready");
+const NOT_READY: (&str, &str) = ("#90a4ae", "not ready");
+const DELETED: (&str, &str) = ("#fbc02d", "deleted, preStop");
+const DRAINING: (&str, &str) = ("#ef6c00", "SIGTERM, draining");
+const STATES: [(&str, &str); 5] = [STARTING, READY, NOT_READY, DELETED, DRAINING];
+
+/// The colour a pod's lane takes from here on, `Some(None)` when it ends, `None` when the
+/// event changes nothing.
+fn lane_change(what: &Happening) -> Option<Option<&'static str>> {
+    match what {
+        Happening::ContainerStarted => Some(Some(STARTING.0)),
+        Happening::Ready => Some(Some(READY.0)),
+        Happening::NotReady => Some(Some(NOT_READY.0)),
+        Happening::Deleted => Some(Some(DELETED.0)),
+        Happening::Sigterm => Some(Some(DRAINING.0)),
+        Happening::Exited { .. } | Happening::StoppedAtTheEnd => Some(None),
+        _ => None,
+    }
+}
 
 pub fn svg(report: &Report) -> String {
     let end = report
@@ -185,10 +198,7 @@ pub fn svg(report: &Report) -> String {
         }
     }
     let legend_y = lanes_top + LANE * lanes.len() as f64 + 20.0;
-    let mut states: Vec<(&str, &str)> = STATES
-        .iter()
-        .map(|(_, colour, label)| (*colour, *label))
-        .collect();
+    let mut states = STATES.to_vec();
     states.push((ROUTED_COLOUR, "proxy routes to it"));
     legend(&mut svg, legend_y, &states);
     let _ = write!(
@@ -220,27 +230,20 @@ fn pod_lanes(report: &Report, end: f64) -> Vec<Lane> {
     let mut changes: BTreeMap<&str, Vec<(f64, Option<&'static str>)>> = BTreeMap::new();
     let mut routed: BTreeMap<&str, Vec<(f64, bool)>> = BTreeMap::new();
     for event in &report.events {
-        if event.source == "proxy" {
-            if let Some(pod) = event.what.strip_prefix("routes new connections to ") {
-                routed.entry(pod).or_default().push((event.at, true));
-            } else if let Some(pod) = event.what.strip_prefix("stops routing to ") {
-                routed.entry(pod).or_default().push((event.at, false));
+        match &event.what {
+            Happening::Routed { pod } => routed.entry(pod).or_default().push((event.at, true)),
+            Happening::Unrouted { pod } => routed.entry(pod).or_default().push((event.at, false)),
+            what => {
+                let Some(colour) = lane_change(what) else {
+                    continue;
+                };
+                let pod = changes.entry(event.source.as_str()).or_default();
+                let terminating = pod.iter().any(|(_, colour)| *colour == Some(DELETED.0));
+                let probe_result = matches!(what, Happening::Ready | Happening::NotReady);
+                if !(terminating && probe_result) {
+                    pod.push((event.at, colour));
+                }
             }
-            continue;
-        }
-        let colour = STATES
-            .iter()
-            .find(|(what, _, _)| event.what == *what)
-            .map(|(_, colour, _)| *colour);
-        let ends = event.what.starts_with("container exited") || event.what.starts_with("stopped");
-        if colour.is_none() && !ends {
-            continue;
-        }
-        let pod = changes.entry(event.source.as_str()).or_default();
-        let terminating = pod.iter().any(|(_, colour)| *colour == Some(DELETED));
-        let probe_result = event.what == "ready" || event.what == "not ready";
-        if !(terminating && probe_result) {
-            pod.push((event.at, colour));
         }
     }
     let mut lanes: Vec<Lane> = changes
@@ -257,8 +260,6 @@ fn pod_lanes(report: &Report, end: f64) -> Vec<Lane> {
     });
     lanes
 }
-
-const DELETED: &str = STATES[3].1;
 
 /// Coloured segments between consecutive changes; a change without colour ends one.
 fn segments(changes: &[(f64, Option<&'static str>)], end: f64) -> Vec<Segment> {

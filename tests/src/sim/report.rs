@@ -10,7 +10,7 @@ use std::{
 use super::{
     load::{ClientKind, Outcome},
     proxies::{Balancer, ProxyTally},
-    timeline::Event,
+    timeline::{Event, Happening, Timeline},
 };
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -102,12 +102,7 @@ impl Report {
 
     /// Slow requests in flight while some pod was being deleted, and how many of them failed.
     pub fn slow_across_deletions(&self) -> (usize, usize) {
-        let deletions: Vec<f64> = self
-            .events
-            .iter()
-            .filter(|event| event.what == "deleted")
-            .map(|event| event.at)
-            .collect();
+        let deletions = Timeline::times(&self.events, &Happening::Deleted);
         let spanning: Vec<&Outcome> = self
             .outcomes
             .iter()
@@ -213,7 +208,7 @@ impl Report {
         let timeline = dir.join(format!("{name}.timeline.jsonl"));
         let mut lines = String::new();
         for event in &self.events {
-            lines.push_str(&serde_json::json!({"type": "event", "at": event.at, "source": event.source, "what": event.what}).to_string());
+            lines.push_str(&serde_json::json!({"type": "event", "at": event.at, "source": event.source, "what": event.what, "text": event.what.to_string()}).to_string());
             lines.push('\n');
         }
         for outcome in &self.outcomes {
