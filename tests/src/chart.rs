@@ -176,14 +176,11 @@ impl Chart {
 
 /// Reads every document of a multi-document YAML stream into its type.
 pub fn parse(yaml: &str) -> Vec<Object> {
-    use serde::Deserialize;
+    // serde-saphyr skips the empty documents Helm leaves where a template renders nothing.
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(yaml).expect("helm renders valid YAML");
     let mut objects = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(yaml) {
-        let value = serde_yaml::Value::deserialize(document).expect("helm renders valid YAML");
-        if value.is_null() {
-            continue;
-        }
-        let json = serde_json::to_value(&value).expect("YAML maps to JSON");
+    for json in documents {
         let object = match json["kind"].as_str().unwrap_or_default() {
             "Deployment" => Object::Deployment(typed(&json)),
             "Service" => Object::Service(typed(&json)),
