@@ -1,5 +1,6 @@
-//! A strict HTTP/1.1 keep-alive client over a raw socket: no retries, so every failure a
-//! server causes is seen and counted.
+//! HTTP/1.1 over raw sockets: a strict keep-alive client with no retries, so every failure
+//! a server causes is seen and counted, and one-shot requests on a connection of their own,
+//! as the kubelet's probes and a proxy's admin calls make them.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -111,4 +112,66 @@ impl Head {
         }
         Ok(true)
     }
+}
+
+/// A request sent on a connection of its own with [`once`].
+#[derive(Debug, Clone, Copy)]
+pub struct OneShot<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub body: &'a str,
+    pub user_agent: &'a str,
+}
+
+impl<'a> OneShot<'a> {
+    pub fn get(path: &'a str) -> OneShot<'a> {
+        OneShot {
+            method: "GET",
+            path,
+            body: "",
+            user_agent: "kube-service-template-tests",
+        }
+    }
+}
+
+/// Sends `request` with `Connection: close` and reads until the server closes: the status
+/// and the body.
+pub async fn once(
+    addr: SocketAddr,
+    request: OneShot<'_>,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let OneShot {
+            method,
+            path,
+            body,
+            user_agent,
+        } = request;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: {user_agent}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| std::io::Error::other("no status line"))?;
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }

@@ -202,24 +202,26 @@ fn sweep_finished_runs(root: &Path) {
 }
 
 impl Generated {
-    /// Runs `cargo <args>` in the project with the shared target directory.
-    pub fn cargo(&self, args: &[&str]) -> Output {
-        Command::new("cargo")
+    /// `cargo <args>` in the project with the shared target directory.
+    fn cargo_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("cargo");
+        command
             .current_dir(&self.dir)
             .args(args)
             .env("CARGO_TARGET_DIR", shared_target_dir())
-            .env_remove("RUSTFLAGS")
-            .output()
-            .expect("cargo runs")
+            .env_remove("RUSTFLAGS");
+        command
+    }
+
+    /// Runs `cargo <args>` in the project, its output captured.
+    pub fn cargo(&self, args: &[&str]) -> Output {
+        self.cargo_command(args).output().expect("cargo runs")
     }
 
     /// Runs `cargo <args>` with its progress on this terminal; an error unless it succeeds.
     pub fn cargo_live(&self, args: &[&str]) -> Result<(), String> {
-        let status = Command::new("cargo")
-            .current_dir(&self.dir)
-            .args(args)
-            .env("CARGO_TARGET_DIR", shared_target_dir())
-            .env_remove("RUSTFLAGS")
+        let status = self
+            .cargo_command(args)
             .status()
             .map_err(|err| format!("cargo: {err}"))?;
         if status.success() {

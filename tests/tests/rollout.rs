@@ -12,7 +12,12 @@ use kube_service_template_tests::{
     Generated,
     chart::{Chart, Render},
     generate, scratch, shared_target_dir,
-    sim::{self, Scenario, baseline, load::ClientKind, proxies::Balancer, report::Report},
+    sim::{
+        self, Scenario, baseline,
+        load::{ClientKind, Failure},
+        proxies::Balancer,
+        report::Report,
+    },
 };
 
 /// Scenarios run one at a time: each already keeps both cores busy.
@@ -184,8 +189,8 @@ fn a_grace_period_too_short_for_a_slow_request_ends_in_sigkill() {
     for client in ClientKind::ALL {
         let causes = report.failures_by_cause(client);
         assert_eq!(
-            causes.keys().collect::<Vec<_>>(),
-            ["Closed"],
+            causes.keys().copied().collect::<Vec<_>>(),
+            [&Failure::Closed],
             "expected the {client:?} client's requests cut by SIGKILL only:\n{summary}"
         );
     }

@@ -11,13 +11,8 @@ use std::{
     time::Duration,
 };
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-    process::Command,
-    sync::watch,
-    time::Instant,
-};
+use crate::http1::{self, OneShot};
+use tokio::{process::Command, sync::watch, time::Instant};
 
 use super::{
     network::Endpoints,
@@ -412,32 +407,14 @@ fn service_log(line: &str) -> Option<Happening> {
 }
 
 /// One HTTP/1.1 GET on a fresh connection, as the kubelet's probes and hooks do.
-pub async fn http_get(
+async fn http_get(
     addr: SocketAddr,
     path: &str,
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/sim\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await?;
-        let answer = String::from_utf8_lossy(&answer).into_owned();
-        let status = answer
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .ok_or_else(|| std::io::Error::other("no status line"))?;
-        let body = answer
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default();
-        Ok((status, body))
+    let probe = OneShot {
+        user_agent: "kube-probe/sim",
+        ..OneShot::get(path)
     };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+    http1::once(addr, probe, timeout).await
 }

@@ -8,7 +8,8 @@
 //! | [`network`] | the endpoints controller and kube-proxy, with a propagation lag |
 //! | [`proxies`] | what clients connect to: that kube-proxy, or real nginx, HAProxy or Envoy following the same endpoints |
 //! | [`deployment`] | the Deployment controller's rolling update |
-//! | [`load`] | clients under constant load, standard and strict |
+//! | [`load`] | clients under constant load: standard, strict and fresh-connection |
+//! | [`timeline`] | typed events from every part, what the report and plot are built from |
 //! | [`report`], [`plot`] | the tally, the timeline file and the picture |
 //!
 //! One deliberate difference: pods share the host's loopback instead of each having a

@@ -20,21 +20,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::timeline::{Happening, Timeline};
 
-#[derive(Debug, Clone, PartialEq)]
-struct Backend {
-    pod: String,
-    addr: SocketAddr,
-    /// Where the pod's readiness probe answers, for proxies that health-check on their own.
-    health: Option<SocketAddr>,
-    ready: bool,
-}
-
 /// A pod a proxy may send new connections to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Routed {
     pub pod: String,
     pub addr: SocketAddr,
+    /// Where the pod's readiness probe answers, for proxies that health-check on their own.
     pub health: Option<SocketAddr>,
+}
+
+/// One pod in the endpoint slice, and whether it may receive new connections.
+#[derive(Debug, Clone, PartialEq)]
+struct Backend {
+    endpoint: Routed,
+    ready: bool,
 }
 
 /// The endpoint slice as the proxies see it: the truth, late by the propagation lag.
@@ -57,7 +56,8 @@ impl Endpoints {
             while let Some((happened, backend)) = pending.recv().await {
                 tokio::time::sleep_until(happened + lag).await;
                 let mut view = applied.write().unwrap();
-                let changed = match view.iter_mut().find(|known| known.pod == backend.pod) {
+                let pod = &backend.endpoint.pod;
+                let changed = match view.iter_mut().find(|known| known.endpoint.pod == *pod) {
                     Some(known) if *known == backend => false,
                     Some(known) => {
                         *known = backend.clone();
@@ -71,7 +71,7 @@ impl Endpoints {
                 if changed {
                     publish_routed.send_replace(ready_of(&view));
                     drop(view);
-                    let pod = backend.pod.clone();
+                    let pod = backend.endpoint.pod.clone();
                     let what = if backend.ready {
                         Happening::Routed { pod }
                     } else {
@@ -96,9 +96,11 @@ impl Endpoints {
     /// The endpoints controller's decision for one pod: ready means ready and not terminating.
     pub fn publish(&self, pod: &str, addr: SocketAddr, health: Option<SocketAddr>, ready: bool) {
         let backend = Backend {
-            pod: pod.to_owned(),
-            addr,
-            health,
+            endpoint: Routed {
+                pod: pod.to_owned(),
+                addr,
+                health,
+            },
             ready,
         };
         let _ = self.changes.send((Instant::now(), backend));
@@ -112,11 +114,7 @@ impl Endpoints {
 fn ready_of(view: &[Backend]) -> Vec<Routed> {
     view.iter()
         .filter(|backend| backend.ready)
-        .map(|backend| Routed {
-            pod: backend.pod.clone(),
-            addr: backend.addr,
-            health: backend.health,
-        })
+        .map(|backend| backend.endpoint.clone())
         .collect()
 }
 

@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::{
-    load::{ClientKind, Outcome},
+    load::{ClientKind, Failure, Outcome},
     proxies::{Balancer, ProxyTally},
     timeline::{Event, Happening, Timeline},
 };
@@ -60,34 +60,26 @@ impl Report {
             .sum()
     }
 
-    pub fn failures_by_cause(&self, client: ClientKind) -> BTreeMap<String, usize> {
+    /// How many of the client's requests failed, by what it saw.
+    pub fn failures_by_cause(&self, client: ClientKind) -> BTreeMap<&Failure, usize> {
         let mut causes = BTreeMap::new();
-        for outcome in self
-            .outcomes
-            .iter()
-            .filter(|outcome| outcome.client == client)
-        {
-            if let Some(failure) = &outcome.failure {
-                *causes.entry(format!("{failure:?}")).or_default() += 1;
-            }
-        }
-        causes
-    }
-
-    /// `: 12 connection closed or reset before the response, 1 connection refused`.
-    fn causes_in_words(&self, client: ClientKind) -> String {
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for failure in self
             .outcomes
             .iter()
             .filter(|outcome| outcome.client == client)
             .filter_map(|outcome| outcome.failure.as_ref())
         {
-            *counts.entry(failure.in_words()).or_default() += 1;
+            *causes.entry(failure).or_default() += 1;
         }
-        let parts: Vec<String> = counts
+        causes
+    }
+
+    /// `: 12 connection closed or reset before the response, 1 connection refused`.
+    fn causes_in_words(&self, client: ClientKind) -> String {
+        let parts: Vec<String> = self
+            .failures_by_cause(client)
             .iter()
-            .map(|(cause, count)| format!("{count} {cause}"))
+            .map(|(cause, count)| format!("{count} {}", cause.in_words()))
             .collect();
         if parts.is_empty() {
             String::new()

@@ -8,8 +8,8 @@ use std::{net::SocketAddr, path::Path};
 use tokio::{process::Command, sync::watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{Counters, ProxyTally, Started, binary, http, spawn, wait_listening};
-use crate::sim::network::Routed;
+use super::{Counters, ProxyTally, Started, admin_call, spawn, wait_listening};
+use crate::{chart::tool, http1::OneShot, sim::network::Routed};
 
 pub(super) async fn start(
     dir: &Path,
@@ -23,7 +23,7 @@ pub(super) async fn start(
     write_assignment(&eds, &routed.borrow_and_update())?;
     let conf = dir.join("envoy.yaml");
     std::fs::write(&conf, config(listen, admin, &eds)).map_err(|e| e.to_string())?;
-    let mut command = Command::new(binary("envoy"));
+    let mut command = Command::new(tool("envoy"));
     command.arg("--config-path").arg(&conf).args([
         "--concurrency",
         "1",
@@ -134,7 +134,7 @@ fn write_assignment(eds: &Path, routed: &[Routed]) -> Result<(), String> {
 
 /// Upstream connection failures, resets and retries from the cluster's counters.
 pub(super) async fn tally(admin: SocketAddr) -> Result<ProxyTally, String> {
-    let stats = http(admin, "GET", "/stats?filter=^cluster\\.pods\\.", "").await?;
+    let stats = admin_call(admin, OneShot::get("/stats?filter=^cluster\\.pods\\.")).await?;
     let counter = |name: &str| -> u64 {
         stats
             .lines()

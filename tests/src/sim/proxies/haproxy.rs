@@ -13,8 +13,8 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Counters, ProxyTally, Started, binary, spawn, wait_listening};
-use crate::sim::network::Routed;
+use super::{Counters, ProxyTally, Started, spawn, wait_listening};
+use crate::{chart::tool, sim::network::Routed};
 
 /// More than the pods a rolling update of a few replicas ever has at once.
 const SLOTS: usize = 16;
@@ -32,7 +32,7 @@ pub(super) async fn start(
     let conf = dir.join("haproxy.cfg");
     std::fs::write(&conf, config(listen, runtime_api_addr, health_path))
         .map_err(|e| e.to_string())?;
-    let mut command = Command::new(binary("haproxy"));
+    let mut command = Command::new(tool("haproxy"));
     command.arg("-db").arg("-f").arg(&conf);
     let mut process = spawn(command, dir, "haproxy")?;
     wait_listening(listen, &mut process, dir).await?;

@@ -18,13 +18,13 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
     process::{Child, Command},
 };
 use tokio_util::sync::CancellationToken;
 
 use super::network::{Endpoints, Proxy};
+use crate::http1::{self, OneShot};
 
 /// Which proxy routes the clients' connections to the pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -104,26 +104,23 @@ impl Front {
         dir: &Path,
         stop: CancellationToken,
     ) -> Result<Front, String> {
-        if balancer == Balancer::KubeProxy {
-            let proxy = Proxy::start(endpoints, stop)
-                .await
-                .map_err(|err| err.to_string())?;
-            return Ok(Front {
-                balancer,
-                addr: proxy.addr,
-                running: Running::KubeProxy(proxy),
-            });
-        }
-        let dir = dir.join(super::report::slug(balancer.name()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
+        let routed = endpoints.watch_routed();
         let started = match balancer {
-            Balancer::Nginx => nginx::start(&dir, endpoints.watch_routed(), stop).await,
-            Balancer::Haproxy => {
-                haproxy::start(&dir, endpoints.watch_routed(), health_path, stop).await
+            Balancer::KubeProxy => {
+                let proxy = Proxy::start(endpoints, stop)
+                    .await
+                    .map_err(|err| err.to_string())?;
+                return Ok(Front {
+                    balancer,
+                    addr: proxy.addr,
+                    running: Running::KubeProxy(proxy),
+                });
             }
-            Balancer::Envoy => envoy::start(&dir, endpoints.watch_routed(), stop).await,
-            Balancer::KubeProxy => unreachable!("started above"),
+            Balancer::Nginx => nginx::start(&own_dir(balancer, dir)?, routed, stop).await,
+            Balancer::Haproxy => {
+                haproxy::start(&own_dir(balancer, dir)?, routed, health_path, stop).await
+            }
+            Balancer::Envoy => envoy::start(&own_dir(balancer, dir)?, routed, stop).await,
         }
         .map_err(|err| format!("{}: {err}", balancer.name()))?;
         Ok(Front {
@@ -156,6 +153,14 @@ impl Front {
             },
         }
     }
+}
+
+/// A fresh directory under `dir` for one proxy's configuration and logs.
+fn own_dir(balancer: Balancer, dir: &Path) -> Result<PathBuf, String> {
+    let dir = dir.join(super::report::slug(balancer.name()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
+    Ok(dir)
 }
 
 /// A real proxy, started and listening.
@@ -197,29 +202,13 @@ async fn wait_listening(addr: SocketAddr, process: &mut Child, dir: &Path) -> Re
     }
 }
 
-/// One HTTP/1.1 request on its own connection; the whole response as text.
-async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<String, String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !response.starts_with("HTTP/1.1 200") && !response.starts_with("HTTP/1.0 200") {
-        return Err(format!("{method} {path}: {response}"));
+/// A request to a proxy's own admin or configuration endpoint; its body, unless the proxy
+/// answered other than 200.
+async fn admin_call(addr: SocketAddr, request: OneShot<'_>) -> Result<String, String> {
+    let (method, path) = (request.method, request.path);
+    match http1::once(addr, request, Duration::from_secs(10)).await {
+        Ok((200, body)) => Ok(body),
+        Ok((status, body)) => Err(format!("{method} {path}: {status} {body}")),
+        Err(err) => Err(format!("{method} {path}: {err}")),
     }
-    Ok(response)
-}
-
-/// The binary installed by `scripts/install.sh` under the cache's `tools/bin`, else from PATH.
-fn binary(name: &str) -> PathBuf {
-    crate::chart::tool(name)
 }

@@ -8,8 +8,8 @@ use std::{net::SocketAddr, path::Path};
 use tokio::{process::Command, sync::watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{Counters, ProxyTally, Started, binary, http, spawn, wait_listening};
-use crate::sim::network::Routed;
+use super::{Counters, ProxyTally, Started, admin_call, spawn, wait_listening};
+use crate::{chart::tool, http1::OneShot, sim::network::Routed};
 
 pub(super) async fn start(
     dir: &Path,
@@ -20,7 +20,7 @@ pub(super) async fn start(
     let configuration = crate::free_loopback_address().map_err(|e| e.to_string())?;
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, config(dir, listen, configuration)).map_err(|e| e.to_string())?;
-    let mut command = Command::new(binary("nginx"));
+    let mut command = Command::new(tool("nginx"));
     command.arg("-p").arg(dir).arg("-c").arg(&conf);
     let mut process = spawn(command, dir, "nginx")?;
     wait_listening(configuration, &mut process, dir).await?;
@@ -29,7 +29,14 @@ pub(super) async fn start(
     tokio::spawn(async move {
         loop {
             let body = peers(&routed.borrow_and_update());
-            let _ = http(configuration, "POST", "/configuration/backends", &body).await;
+            let post = OneShot {
+                method: "POST",
+                body: &body,
+                ..OneShot::get("/configuration/backends")
+            };
+            if let Err(err) = admin_call(configuration, post).await {
+                eprintln!("nginx configuration: {err}");
+            }
             tokio::select! {
                 _ = stop.cancelled() => return,
                 changed = routed.changed() => if changed.is_err() { return },
