@@ -11,17 +11,9 @@ use std::{
     net::TcpStream,
     path::PathBuf,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
-use k8s_openapi::{
-    api::core::v1::{Container, HTTPGetAction, Lifecycle, LifecycleHandler, Pod, PodSpec},
-    apimachinery::pkg::{
-        apis::meta::v1::{ObjectMeta, Time},
-        util::intstr::IntOrString,
-    },
-    jiff::Timestamp,
-};
 use serde_json::{Value, json};
 
 use support::{Service, get_in_background, loopback_listener};
@@ -116,7 +108,7 @@ fn a_short_deletion_grace_period_shrinks_the_budget() {
     // The usual budget: 5 s of drain, requests until 20 s, cleanup within 5 s.
     let mut service = api.start_service(&[]);
     // `kubectl delete --grace-period=4`: SIGKILL comes 4 s after the deletion.
-    let deleted = Timestamp::now();
+    let deleted = SystemTime::now();
     api.behave(Behaviour::Answer(pod(32, Some(deleted))));
     let signalled = Instant::now();
     service.signal(libc::SIGTERM);
@@ -236,39 +228,25 @@ fn against_a_real_cluster_when_asked() {
 
 /// The Pod as the chart renders it, with its grace period and, once deleted, the deletion
 /// timestamp the API server sets (deletion time plus a 4 s grace period).
-fn pod(grace_period: i64, deleted: Option<Timestamp>) -> Value {
-    let deletion = deleted.map(|at| Time(at + Duration::from_secs(4)));
-    let pod = Pod {
-        metadata: ObjectMeta {
-            name: Some(POD.into()),
-            namespace: Some(NAMESPACE.into()),
-            uid: Some(UID.into()),
-            deletion_grace_period_seconds: deleted.map(|_| 4),
-            deletion_timestamp: deletion,
-            ..ObjectMeta::default()
-        },
-        spec: Some(PodSpec {
-            termination_grace_period_seconds: Some(grace_period),
-            containers: vec![Container {
-                name: "service".into(),
-                lifecycle: Some(Lifecycle {
-                    pre_stop: Some(LifecycleHandler {
-                        http_get: Some(HTTPGetAction {
-                            path: Some("/prestop".into()),
-                            port: IntOrString::String("admin".into()),
-                            ..HTTPGetAction::default()
-                        }),
-                        ..LifecycleHandler::default()
-                    }),
-                    ..Lifecycle::default()
-                }),
-                ..Container::default()
+fn pod(grace_period: i64, deleted: Option<SystemTime>) -> Value {
+    let mut metadata = json!({"name": POD, "namespace": NAMESPACE, "uid": UID});
+    if let Some(at) = deleted {
+        let deletion = humantime::format_rfc3339_seconds(at + Duration::from_secs(4));
+        metadata["deletionGracePeriodSeconds"] = json!(4);
+        metadata["deletionTimestamp"] = json!(deletion.to_string());
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {
+            "terminationGracePeriodSeconds": grace_period,
+            "containers": [{
+                "name": "service",
+                "lifecycle": {"preStop": {"httpGet": {"path": "/prestop", "port": "admin"}}},
             }],
-            ..PodSpec::default()
-        }),
-        ..Pod::default()
-    };
-    serde_json::to_value(pod).unwrap()
+        },
+    })
 }
 
 #[derive(Clone)]

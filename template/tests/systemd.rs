@@ -6,9 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use clap::Parser;
+use kube_service_runtime::{parse_duration, try_parse_from};
 
-use {{crate_name}}::config::{self, Cli};
+use {{crate_name}}::{Cli, SERVICE};
 
 use support::{Service, get, loopback_listener};
 
@@ -80,8 +80,8 @@ fn the_service_unit_passes_settings_the_service_accepts() {
             variable.to_lowercase().replace('_', "-")
         ));
     }
-    let cli = Cli::try_parse_from(&args).unwrap_or_else(|err| panic!("{args:?}: {err}"));
-    cli.config.validate().unwrap();
+    let cli: Cli = try_parse_from(SERVICE, &args).unwrap_or_else(|err| panic!("{args:?}: {err}"));
+    cli.runtime.validate().unwrap();
     assert!(
         unit.one("ExecStart")
             .ends_with(concat!("/", env!("CARGO_PKG_NAME"))),
@@ -92,11 +92,11 @@ fn the_service_unit_passes_settings_the_service_accepts() {
 #[test]
 fn timeout_stop_sec_is_the_shutdown_budget() {
     let unit = Unit::read("service");
-    let timeout = config::parse_duration(unit.variable("SHUTDOWN_TIMEOUT")).unwrap();
-    let cleanup = config::parse_duration(unit.variable("SHUTDOWN_CLEANUP_TIMEOUT")).unwrap();
+    let timeout = parse_duration(unit.variable("SHUTDOWN_TIMEOUT")).unwrap();
+    let cleanup = parse_duration(unit.variable("SHUTDOWN_CLEANUP_TIMEOUT")).unwrap();
     let budget = timeout + cleanup + MARGIN;
     let budget = Duration::from_secs(budget.as_secs() + u64::from(budget.subsec_nanos() > 0));
-    let stop = config::parse_duration(unit.one("TimeoutStopSec")).unwrap();
+    let stop = parse_duration(unit.one("TimeoutStopSec")).unwrap();
     assert_eq!(
         stop, budget,
         "TimeoutStopSec must be SHUTDOWN_TIMEOUT + SHUTDOWN_CLEANUP_TIMEOUT + 2s, in whole seconds"
@@ -107,7 +107,9 @@ fn timeout_stop_sec_is_the_shutdown_budget() {
 #[test]
 fn the_sockets_are_the_default_ports_in_the_order_the_service_takes_them() {
     let socket = Unit::read("socket");
-    let defaults = Cli::try_parse_from(["service"]).unwrap().config;
+    let defaults = try_parse_from::<Cli, _, _>(SERVICE, ["service"])
+        .unwrap()
+        .runtime;
     let ports: Vec<u16> = socket
         .all("ListenStream")
         .iter()
@@ -136,7 +138,7 @@ fn started_as_systemd_would_the_service_serves_and_stops_within_the_timeout() {
     assert_eq!(get(service.http, "/").status, 200);
     assert_eq!(get(service.admin, "/readyz").status, 200);
 
-    let stop = config::parse_duration(unit.one("TimeoutStopSec")).unwrap();
+    let stop = parse_duration(unit.one("TimeoutStopSec")).unwrap();
     let signalled = std::time::Instant::now();
     service.signal(libc::SIGTERM);
     assert_eq!(service.wait_exit(), 0);

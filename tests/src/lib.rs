@@ -23,8 +23,14 @@ pub fn free_loopback_address() -> std::io::Result<SocketAddr> {
 }
 
 /// The repository root (the template's parent).
+///
+/// Read at run time: cargo sets the variable for the tests it runs, while the compiled-in
+/// value may name another clone that built into the same shared target directory.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("tests/ sits in the repository root")
         .to_path_buf()

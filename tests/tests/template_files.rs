@@ -1,4 +1,5 @@
-//! Every file of the template arrives, Helm templates untouched, and no Liquid is left.
+//! Every file of the template arrives, Helm templates and the runtime crate untouched, and
+//! no Liquid is left.
 
 use std::path::PathBuf;
 
@@ -7,13 +8,15 @@ use kube_service_template_tests::{files_under, generate, repo_root, template_fil
 #[test]
 fn every_template_file_arrives_in_the_generated_project() {
     let project = generate("files-check", &[]).expect("defaults generate");
-    // File names may carry the project's name (the systemd units).
+    // File names may carry the project's name (the systemd units); cargo-generate drops the
+    // `.liquid` of files that are only valid once rendered (Cargo.toml).
     let mut expected: Vec<PathBuf> = template_files()
         .iter()
         .map(|file| {
-            file.to_string_lossy()
-                .replace("{{project-name}}", "files-check")
-                .into()
+            let name = file
+                .to_string_lossy()
+                .replace("{{project-name}}", "files-check");
+            name.strip_suffix(".liquid").unwrap_or(&name).into()
         })
         .collect();
     expected.sort();
@@ -86,12 +89,9 @@ fn placeholders_reach_code_chart_and_docs() {
             "expected {line:?} in Cargo.toml:\n{cargo}"
         );
     }
-    let config = project.read("src/config.rs");
-    for address in [r#""0.0.0.0:8181""#, r#""0.0.0.0:9191""#] {
-        assert!(
-            config.contains(address),
-            "expected {address} in src/config.rs"
-        );
+    let service = project.read("src/lib.rs");
+    for port in ["http: 8181,", "admin: 9191,"] {
+        assert!(service.contains(port), "expected {port} in src/lib.rs");
     }
     let values = project.read("helm/values.yaml");
     assert!(
@@ -124,5 +124,35 @@ fn the_switches_set_the_default_cargo_features() {
             manifest.contains(expected),
             "otel={otel} kube={kube}:\n{manifest}"
         );
+    }
+}
+
+/// The runtime is the same crate in every project, so that upgrading it is replacing a folder.
+#[test]
+fn the_runtime_crate_is_identical_whatever_the_name_and_options() {
+    let original = repo_root().join("template/runtime");
+    let files = files_under(&original);
+    assert!(files.len() >= 20, "only {} runtime files", files.len());
+    for (name, options) in [
+        (
+            "runtime-every-option",
+            &[("otel", "true"), ("kube", "true"), ("http_port", "8181")][..],
+        ),
+        (
+            "runtime-no-option",
+            &[("otel", "false"), ("kube", "false")][..],
+        ),
+    ] {
+        let project = generate(name, options).expect("valid options generate");
+        assert_eq!(files_under(&project.dir.join("runtime")), files, "{name}");
+        for file in &files {
+            let generated = std::fs::read(project.dir.join("runtime").join(file)).unwrap();
+            let template = std::fs::read(original.join(file)).unwrap();
+            assert!(
+                generated == template,
+                "{name}: runtime/{} differs",
+                file.display()
+            );
+        }
     }
 }

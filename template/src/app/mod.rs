@@ -1,10 +1,10 @@
-//! Your service. Everything application-specific is wired here; the lifecycle, the
-//! server, probes and metrics around it need no change.
+//! Your service. Everything application-specific lives here: its settings, what it starts,
+//! and its routes; the runtime around it (probes, metrics, the shutdown) needs no change.
 //!
 //! [`start`] runs once as startup work, before the service reports ready. It registers:
-//! - resources to close after the last request, in reverse order ([`Resources`]);
-//! - readiness checks for dependencies ([`ReadinessChecks`]);
-//! - background tasks, cancelled and awaited after the last request ([`BackgroundTasks`]);
+//! - resources to close after the last request, in reverse order (`startup.resources`);
+//! - readiness checks for dependencies (`startup.checks`);
+//! - background tasks, cancelled and awaited after the last request (`startup.tasks`);
 //!
 //! and returns the application routes.
 
@@ -14,21 +14,25 @@ mod routes;
 use std::{sync::Arc, time::Duration};
 
 use axum::Router;
+use kube_service_runtime::{Error, Startup};
 
-use crate::{
-    config::Config, readiness::ReadinessChecks, resources::Resources, tasks::BackgroundTasks,
-};
-use publisher::EventPublisher;
+pub use publisher::{EventPublisher, PublishError};
 
-/// What startup work can register things with.
-pub struct Startup<'a> {
-    pub config: &'a Config,
-    pub resources: &'a mut Resources,
-    pub checks: &'a ReadinessChecks,
-    pub tasks: &'a BackgroundTasks,
+/// The app's own settings; add yours here (a `DATABASE_URL`, say).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Serve `GET /panic` on the application port, to see panic handling at work.
+    #[arg(
+        long,
+        env = "DEBUG_ROUTES",
+        value_name = "DEBUG_ROUTES",
+        default_value_t = false
+    )]
+    pub debug_routes: bool,
 }
 
-pub async fn start(startup: Startup<'_>) -> anyhow::Result<Router> {
+/// The startup work: registers what the runtime must look after, returns the routes.
+pub async fn start(settings: Settings, startup: Startup) -> Result<Router, Error> {
     let publisher = Arc::new(EventPublisher::new(10_000));
 
     // Closed after the last request: whatever is still buffered gets sent.
@@ -42,7 +46,7 @@ pub async fn start(startup: Startup<'_>) -> anyhow::Result<Router> {
                 sent_total = closing.sent(),
                 "event publisher flushed"
             );
-            Ok(())
+            Ok::<_, PublishError>(())
         });
 
     // Readiness follows the publisher: a full buffer means the broker is not keeping up.
@@ -71,5 +75,5 @@ pub async fn start(startup: Startup<'_>) -> anyhow::Result<Router> {
             }
         });
 
-    Ok(routes::router(publisher, startup.config.debug_routes))
+    Ok(routes::router(publisher, settings.debug_routes))
 }

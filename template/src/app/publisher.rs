@@ -17,9 +17,14 @@ pub struct EventPublisher {
     closed: AtomicBool,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+/// Why an event was not taken.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
-    Full,
+    /// The broker is not keeping up: callers should back off.
+    #[error("event buffer full ({buffered} events)")]
+    Full { buffered: usize },
+    /// The service is shutting down.
+    #[error("the publisher is closed")]
     Closed,
 }
 
@@ -39,7 +44,9 @@ impl EventPublisher {
         }
         let mut buffer = self.buffer.lock().expect("publisher buffer lock");
         if buffer.len() >= self.capacity {
-            return Err(PublishError::Full);
+            return Err(PublishError::Full {
+                buffered: buffer.len(),
+            });
         }
         buffer.push(event);
         Ok(())
@@ -63,12 +70,12 @@ impl EventPublisher {
     }
 
     /// Healthy while the buffer has room: a full buffer means the broker is not keeping up.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), PublishError> {
         let buffered = self.buffer.lock().expect("publisher buffer lock").len();
         if buffered < self.capacity {
             Ok(())
         } else {
-            Err(format!("buffer full ({buffered} events)"))
+            Err(PublishError::Full { buffered })
         }
     }
 
@@ -92,8 +99,9 @@ mod tests {
         let publisher = EventPublisher::new(2);
         publisher.publish("a".into()).unwrap();
         publisher.publish("b".into()).unwrap();
-        assert_eq!(publisher.publish("c".into()), Err(PublishError::Full));
-        assert!(publisher.check().is_err());
+        let full = Err(PublishError::Full { buffered: 2 });
+        assert_eq!(publisher.publish("c".into()), full);
+        assert_eq!(publisher.check(), full);
         assert_eq!(publisher.close().await, 2);
         assert_eq!(publisher.sent(), 2);
         assert_eq!(publisher.publish("d".into()), Err(PublishError::Closed));

@@ -48,7 +48,9 @@ async fn publish_event(
 ) -> Result<StatusCode, (StatusCode, &'static str)> {
     match state.publisher.publish(body) {
         Ok(()) => Ok(StatusCode::ACCEPTED),
-        Err(PublishError::Full) => Err((StatusCode::SERVICE_UNAVAILABLE, "event buffer full\n")),
+        Err(PublishError::Full { .. }) => {
+            Err((StatusCode::SERVICE_UNAVAILABLE, "event buffer full\n"))
+        }
         Err(PublishError::Closed) => Err((StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")),
     }
 }

@@ -13,7 +13,11 @@ use std::{
     time::Duration,
 };
 
-use crate::{metrics::Metrics, tasks::BackgroundTasks};
+use crate::{
+    error::{Error, describe},
+    metrics::Metrics,
+    tasks::BackgroundTasks,
+};
 
 type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 type CheckFn = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
@@ -26,7 +30,8 @@ struct Check {
     run: CheckFn,
 }
 
-/// Last result of every registered check; cheap to clone and read.
+/// The service's readiness checks and the last result of each; cheap to clone, every clone
+/// registers into the same set.
 #[derive(Clone, Default)]
 pub struct ReadinessChecks {
     checks: Arc<RwLock<Vec<Check>>>,
@@ -36,7 +41,7 @@ pub struct ReadinessChecks {
 impl ReadinessChecks {
     /// Registers a check that runs every `interval` and fails when it takes longer than
     /// `timeout`. Until its first run the check counts as failing.
-    pub fn register<F, Fut>(
+    pub fn register<F, Fut, E>(
         &self,
         name: &'static str,
         interval: Duration,
@@ -44,9 +49,17 @@ impl ReadinessChecks {
         check: F,
     ) where
         F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), String>> + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<Error>,
     {
-        let run: CheckFn = Arc::new(move || Box::pin(check()));
+        let run: CheckFn = Arc::new(move || {
+            let checking = check();
+            Box::pin(async move {
+                checking
+                    .await
+                    .map_err(|error| describe(error.into().as_ref()))
+            })
+        });
         self.results
             .write()
             .expect("readiness results lock")
@@ -63,7 +76,7 @@ impl ReadinessChecks {
     }
 
     /// Runs every check once, so that the service is ready as soon as startup ends.
-    pub async fn run_all_once(&self, metrics: &Metrics) {
+    pub(crate) async fn run_all_once(&self, metrics: &Metrics) {
         for check in self.snapshot() {
             let result = run_with_timeout(&check.run, check.timeout).await;
             self.record(metrics, check.name, result);
@@ -71,7 +84,7 @@ impl ReadinessChecks {
     }
 
     /// Keeps every check running on its interval until background work is stopped.
-    pub fn spawn_all(&self, tasks: &BackgroundTasks, metrics: &Metrics) {
+    pub(crate) fn spawn_all(&self, tasks: &BackgroundTasks, metrics: &Metrics) {
         for check in self.snapshot() {
             let checks = self.clone();
             let metrics = metrics.clone();
@@ -93,7 +106,7 @@ impl ReadinessChecks {
     }
 
     /// The first failing check and its reason, if any.
-    pub fn first_failure(&self) -> Option<(&'static str, String)> {
+    pub(crate) fn first_failure(&self) -> Option<(&'static str, String)> {
         self.results
             .read()
             .expect("readiness results lock")
@@ -136,21 +149,21 @@ async fn run_with_timeout(run: &CheckFn, timeout: Duration) -> Result<(), String
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_hanging_check_fails_by_timeout() {
         let checks = ReadinessChecks::default();
-        let metrics = Metrics::new().unwrap();
+        let metrics = Metrics::new(crate::service::tests::SERVICE).unwrap();
         checks.register(
             "ok",
             Duration::from_secs(1),
             Duration::from_millis(50),
-            || async { Ok(()) },
+            || async { Ok::<_, Error>(()) },
         );
         checks.register(
             "hangs",
             Duration::from_secs(1),
             Duration::from_millis(50),
-            std::future::pending,
+            std::future::pending::<Result<(), Error>>,
         );
         assert!(
             checks.first_failure().is_some(),

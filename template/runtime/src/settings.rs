@@ -1,43 +1,30 @@
-//! Runtime configuration: every setting is a flag and an environment variable.
+//! The runtime's settings: every one is a flag and an environment variable.
 //!
 //! The value names equal the environment variable names, so that an error message
 //! about a bad value names the variable an operator has to fix.
 
 use std::{net::SocketAddr, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 
-const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:{{http_port}}";
-const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:{{admin_port}}";
+/// Listen addresses when neither flag, variable nor [`crate::Ports`] says otherwise.
+const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8080";
+const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:9090";
+const DEFAULT_DRAIN_DELAY: &str = "5s";
+const DEFAULT_TIMEOUT: &str = "20s";
+const DEFAULT_CLEANUP_TIMEOUT: &str = "5s";
+const DEFAULT_PRESTOP_DELAY: &str = "5s";
+const DEFAULT_REQUEST_TIMEOUT: &str = "10s";
+const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
+const DEFAULT_IDLE_TIMEOUT: &str = "620s";
+const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
-#[derive(Debug, Parser)]
-#[command(version, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-
-    #[command(flatten)]
-    pub config: Config,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Ask a running instance whether it is ready; exit 0 if so, 1 otherwise.
-    ///
-    /// Meant for container health checks and `helm test`, in images that have no curl.
-    Healthcheck {
-        /// Readiness URL of the instance to ask (plain HTTP).
-        #[arg(long, default_value = "http://127.0.0.1:{{admin_port}}/readyz")]
-        url: String,
-
-        /// How long to wait for the answer.
-        #[arg(long, default_value = "2s", value_parser = parse_duration)]
-        timeout: Duration,
-    },
-}
-
+/// The runtime's settings: flatten them into the service's command line
+/// (`#[command(flatten)]`); each is a flag and an environment variable.
 #[derive(Debug, Clone, Args)]
-pub struct Config {
+// An id of its own: the app's settings are likely called `Settings` too.
+#[group(id = "runtime-settings")]
+pub struct Settings {
     /// Address of the application listener.
     #[arg(long, env = "HTTP_ADDR", value_name = "HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR)]
     pub http_addr: SocketAddr,
@@ -49,46 +36,46 @@ pub struct Config {
     /// After the first signal, keep serving this long (readiness already failing) so that
     /// endpoints and load balancers stop routing here before the listener closes.
     #[arg(long, env = "SHUTDOWN_DRAIN_DELAY", value_name = "SHUTDOWN_DRAIN_DELAY",
-          default_value = "5s", value_parser = parse_duration)]
+          default_value = DEFAULT_DRAIN_DELAY, value_parser = parse_duration)]
     pub shutdown_drain_delay: Duration,
 
     /// Hard deadline for serving, counted from the first signal: the drain delay plus the
     /// time in-flight requests get to finish. Requests still running then are cut.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", value_name = "SHUTDOWN_TIMEOUT",
-          default_value = "20s", value_parser = parse_duration)]
+          default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
     /// Budget for stopping background tasks, closing resources and flushing telemetry,
     /// after the last request.
     #[arg(long, env = "SHUTDOWN_CLEANUP_TIMEOUT", value_name = "SHUTDOWN_CLEANUP_TIMEOUT",
-          default_value = "5s", value_parser = parse_duration)]
+          default_value = DEFAULT_CLEANUP_TIMEOUT, value_parser = parse_duration)]
     pub shutdown_cleanup_timeout: Duration,
 
     /// How long `GET /prestop` on the admin port waits before answering.
     #[arg(long, env = "PRESTOP_DELAY", value_name = "PRESTOP_DELAY",
-          default_value = "5s", value_parser = parse_duration)]
+          default_value = DEFAULT_PRESTOP_DELAY, value_parser = parse_duration)]
     pub prestop_delay: Duration,
 
     /// Longest time a request may take before it is answered with 503.
     #[arg(long, env = "REQUEST_TIMEOUT", value_name = "REQUEST_TIMEOUT",
-          default_value = "10s", value_parser = parse_duration)]
+          default_value = DEFAULT_REQUEST_TIMEOUT, value_parser = parse_duration)]
     pub request_timeout: Duration,
 
     /// Longest time a client may take to send the request headers (slowloris guard).
     #[arg(long, env = "HEADER_READ_TIMEOUT", value_name = "HEADER_READ_TIMEOUT",
-          default_value = "10s", value_parser = parse_duration)]
+          default_value = DEFAULT_HEADER_READ_TIMEOUT, value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
     /// A keep-alive connection with no request for this long is closed. Keep it longer than
     /// the idle timeouts of clients and load balancers in front (commonly 60-600 s), so
     /// that they close idle connections first and never send on one being closed.
     #[arg(long, env = "IDLE_TIMEOUT", value_name = "IDLE_TIMEOUT",
-          default_value = "620s", value_parser = parse_duration)]
+          default_value = DEFAULT_IDLE_TIMEOUT, value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
     /// Largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, env = "REQUEST_BODY_LIMIT", value_name = "REQUEST_BODY_LIMIT",
-          default_value_t = 1024 * 1024)]
+          default_value_t = DEFAULT_BODY_LIMIT)]
     pub request_body_limit: usize,
 
     /// Log format: `json`, `pretty`, or `auto` (pretty on a terminal, JSON otherwise).
@@ -99,15 +86,6 @@ pub struct Config {
         default_value = "auto"
     )]
     pub log_format: LogFormat,
-
-    /// Serve `GET /panic` on the application port, to see panic handling at work.
-    #[arg(
-        long,
-        env = "DEBUG_ROUTES",
-        value_name = "DEBUG_ROUTES",
-        default_value_t = false
-    )]
-    pub debug_routes: bool,
 
     /// Read the service's own Pod and publish events about its shutdown through the
     /// Kubernetes API (with the `kube` feature, in a Pod whose identity is set).
@@ -121,14 +99,48 @@ pub struct Config {
     pub kube_integration: bool,
 }
 
+/// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
     Auto,
+    /// One JSON object per line.
     Json,
+    /// For people.
     Pretty,
 }
 
-impl Config {
+impl Default for Settings {
+    /// The defaults, as the command line has them without flags or variables.
+    fn default() -> Settings {
+        let duration = |text| parse_duration(text).expect("the defaults parse");
+        Settings {
+            http_addr: DEFAULT_HTTP_ADDR.parse().expect("the default parses"),
+            admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("the default parses"),
+            shutdown_drain_delay: duration(DEFAULT_DRAIN_DELAY),
+            shutdown_timeout: duration(DEFAULT_TIMEOUT),
+            shutdown_cleanup_timeout: duration(DEFAULT_CLEANUP_TIMEOUT),
+            prestop_delay: duration(DEFAULT_PRESTOP_DELAY),
+            request_timeout: duration(DEFAULT_REQUEST_TIMEOUT),
+            header_read_timeout: duration(DEFAULT_HEADER_READ_TIMEOUT),
+            idle_timeout: duration(DEFAULT_IDLE_TIMEOUT),
+            request_body_limit: DEFAULT_BODY_LIMIT,
+            log_format: LogFormat::Auto,
+            kube_integration: true,
+        }
+    }
+}
+
+impl Settings {
+    /// The shutdown durations, as the sequence counts them.
+    pub(crate) fn budget(&self) -> crate::budget::Budget {
+        crate::budget::Budget {
+            drain_delay: self.shutdown_drain_delay,
+            timeout: self.shutdown_timeout,
+            cleanup_timeout: self.shutdown_cleanup_timeout,
+        }
+    }
+
     /// Checks that hold between settings; each message names the variables to change.
     pub fn validate(&self) -> Result<(), String> {
         if self.http_addr.port() != 0 && self.http_addr.port() == self.admin_addr.port() {
@@ -174,13 +186,21 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
-    fn config(args: &[&str]) -> Result<Config, String> {
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn settings(args: &[&str]) -> Result<Settings, String> {
         let cli = Cli::try_parse_from(std::iter::once("service").chain(args.iter().copied()))
             .map_err(|err| err.to_string())?;
-        cli.config.validate()?;
-        Ok(cli.config)
+        cli.settings.validate()?;
+        Ok(cli.settings)
     }
 
     #[test]
@@ -194,23 +214,25 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_consistent() {
-        let config = config(&[]).expect("defaults must validate");
-        assert!(config.shutdown_drain_delay < config.shutdown_timeout);
-        assert_ne!(config.http_addr.port(), config.admin_addr.port());
+    fn the_defaults_are_the_command_lines_and_consistent() {
+        let parsed = settings(&[]).expect("defaults must validate");
+        let default = Settings::default();
+        assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
+        assert!(default.shutdown_drain_delay < default.shutdown_timeout);
+        assert_ne!(default.http_addr.port(), default.admin_addr.port());
     }
 
     #[test]
     fn drain_delay_must_fit_in_the_timeout() {
         let err =
-            config(&["--shutdown-drain-delay", "30s", "--shutdown-timeout", "10s"]).unwrap_err();
+            settings(&["--shutdown-drain-delay", "30s", "--shutdown-timeout", "10s"]).unwrap_err();
         assert!(err.contains("SHUTDOWN_DRAIN_DELAY"), "{err}");
         assert!(err.contains("SHUTDOWN_TIMEOUT"), "{err}");
     }
 
     #[test]
     fn admin_and_http_ports_must_differ() {
-        let err = config(&[
+        let err = settings(&[
             "--http-addr",
             "0.0.0.0:7000",
             "--admin-addr",
@@ -222,7 +244,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
-        let err = config(&["--shutdown-timeout", "soon"]).unwrap_err();
+        let err = settings(&["--shutdown-timeout", "soon"]).unwrap_err();
         assert!(err.contains("SHUTDOWN_TIMEOUT"), "{err}");
     }
 }

@@ -30,16 +30,16 @@ use tokio::time::Sleep;
 use tower::{Layer, Service};
 use tracing::{Span, field::Empty};
 
-use crate::{config::Config, metrics::Metrics};
+use crate::{metrics::Metrics, settings::Settings};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Wraps the application's routes in the request guards.
-pub fn guard(router: Router, metrics: &Metrics, config: &Config) -> Router {
+pub(crate) fn guard(router: Router, metrics: &Metrics, settings: &Settings) -> Router {
     router.layer(GuardLayer(Arc::new(Guards {
         metrics: metrics.clone(),
-        request_timeout: config.request_timeout,
-        body_limit: config.request_body_limit,
+        request_timeout: settings.request_timeout,
+        body_limit: settings.request_body_limit,
         request_ids: RequestIds::new(),
     })))
 }

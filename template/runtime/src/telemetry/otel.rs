@@ -18,7 +18,7 @@ pub(super) struct Exporter {
 }
 
 impl Exporter {
-    pub(super) fn from_env() -> anyhow::Result<Option<Self>> {
+    pub(super) fn from_env(service_name: &'static str) -> anyhow::Result<Option<Self>> {
         let var = |name: &str| {
             std::env::var(name)
                 .ok()
@@ -48,7 +48,7 @@ impl Exporter {
             .build()?;
         let mut resource = Resource::builder();
         if var("OTEL_SERVICE_NAME").is_none() {
-            resource = resource.with_service_name(env!("CARGO_PKG_NAME"));
+            resource = resource.with_service_name(service_name);
         }
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
@@ -62,6 +62,7 @@ impl Exporter {
     where
         S: tracing::Subscriber + for<'span> LookupSpan<'span>,
     {
+        // The instrumentation scope: the library that makes the spans.
         let tracer = self.provider.tracer(env!("CARGO_PKG_NAME"));
         tracing_opentelemetry::layer().with_tracer(tracer)
     }

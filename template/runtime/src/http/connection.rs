@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::{
+    RequestsInFlight,
     activity::{Activity, Observed, Verdict},
     when_woken::WhenWoken,
 };
@@ -51,6 +52,7 @@ pub(crate) struct Shared {
     pub(crate) builder: auto::Builder<TokioExecutor>,
     /// Cancelled at the hard deadline.
     pub(crate) abort: CancellationToken,
+    pub(crate) in_flight: RequestsInFlight,
     pub(crate) header_read_timeout: Duration,
     pub(crate) idle_timeout: Duration,
 }
@@ -75,7 +77,7 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             let shared = shared.clone();
             let protocol = protocol.clone();
             // hyper calls the service as soon as the request headers are parsed.
-            let busy = Busy::start(activity.clone());
+            let busy = Busy::start(activity.clone(), shared.in_flight.clone());
             async move {
                 let _busy = busy;
                 let version = request.version();
@@ -119,10 +121,7 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                 }
                 return;
             }
-            () = aborted.as_mut() => {
-                shared.metrics.shutdown_connections_cut.inc();
-                return;
-            }
+            () = aborted.as_mut() => return,
             () = told_to_close.as_mut(), if !closing => {
                 connection.as_mut().graceful_shutdown();
                 closing = true;
@@ -167,19 +166,28 @@ fn watchdog_period(shared: &Shared) -> Duration {
         .clamp(Duration::from_millis(25), Duration::from_secs(1))
 }
 
-/// Marks a request in flight on its connection for as long as it lives.
-struct Busy(Arc<Activity>);
+/// Marks a request in flight, on its connection and in the server's count, for as long as
+/// it lives: a request cut at the deadline is counted until its future is dropped.
+struct Busy {
+    activity: Arc<Activity>,
+    in_flight: RequestsInFlight,
+}
 
 impl Busy {
-    fn start(activity: Arc<Activity>) -> Self {
+    fn start(activity: Arc<Activity>, in_flight: RequestsInFlight) -> Self {
         activity.request_started();
-        Self(activity)
+        in_flight.started();
+        Self {
+            activity,
+            in_flight,
+        }
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.request_finished();
+        self.activity.request_finished();
+        self.in_flight.finished();
     }
 }
 

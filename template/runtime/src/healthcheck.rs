@@ -8,7 +8,7 @@ use std::{
 };
 
 /// Returns the status line on a 2xx answer, and why not otherwise.
-pub fn check(url: &str, timeout: Duration) -> Result<String, String> {
+pub(crate) fn check(url: &str, timeout: Duration) -> Result<String, String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;

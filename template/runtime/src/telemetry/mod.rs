@@ -17,17 +17,17 @@ use tracing::Span;
 
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
-use crate::config::LogFormat;
+use crate::settings::LogFormat;
 
 /// Holds what must be flushed before the process exits.
-pub struct Telemetry {
+pub(crate) struct Telemetry {
     #[cfg(feature = "otel")]
     exporter: Option<otel::Exporter>,
 }
 
 /// Installs the global subscriber. Call before starting the Tokio runtime: the OTLP
 /// exporter owns a blocking HTTP client that must not be created inside it.
-pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
+pub(crate) fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // kube's client logs each failed call at ERROR; the Pod integration is best effort and
     // logs its own warning instead. RUST_LOG naming kube_client brings them back.
@@ -71,7 +71,7 @@ pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
 
     #[cfg(feature = "otel")]
     {
-        let exporter = otel::Exporter::from_env()?;
+        let exporter = otel::Exporter::from_env(service_name)?;
         let traces = exporter.as_ref().map(otel::Exporter::layer);
         tracing_subscriber::registry()
             .with(filter)
@@ -91,6 +91,7 @@ pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
     }
     #[cfg(not(feature = "otel"))]
     {
+        let _ = service_name;
         tracing_subscriber::registry()
             .with(filter)
             .with(logs)
@@ -101,7 +102,7 @@ pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
 
 impl Telemetry {
     /// Exports what is still buffered, giving up after `budget`; true if all went out.
-    pub async fn flush(self, budget: Duration) -> bool {
+    pub(crate) async fn flush(self, budget: Duration) -> bool {
         #[cfg(feature = "otel")]
         if let Some(exporter) = self.exporter {
             return exporter.shutdown(budget).await;
@@ -117,7 +118,7 @@ static EXPORTING_TRACES: AtomicBool = AtomicBool::new(false);
 /// Names a request's span the way trace backends expect (`GET /route`, kind server) and
 /// makes it a child of the trace the caller propagated (W3C `traceparent`), if any. Only
 /// while traces are exported: for logs alone it would be work on every request for nothing.
-pub fn describe_server_span(span: &Span, method: &Method, route: &str, headers: &HeaderMap) {
+pub(crate) fn describe_server_span(span: &Span, method: &Method, route: &str, headers: &HeaderMap) {
     if !EXPORTING_TRACES.load(Ordering::Relaxed) {
         return;
     }

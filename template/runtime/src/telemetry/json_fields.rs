@@ -17,7 +17,7 @@ use tracing_subscriber::{
 };
 
 /// `{"name":value,...}` in the order the fields were declared and recorded.
-pub struct JsonSpanFields;
+pub(crate) struct JsonSpanFields;
 
 impl<'writer> FormatFields<'writer> for JsonSpanFields {
     fn format_fields<R: RecordFields>(

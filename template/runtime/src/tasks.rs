@@ -1,9 +1,11 @@
 //! Background tasks: started at startup, cancelled and awaited after the last request.
 
-use std::{future::Future, time::Duration};
+use std::future::Future;
 
+use tokio::time::Instant;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+/// The service's background tasks; cheap to clone, every clone spawns into the same set.
 #[derive(Clone, Default)]
 pub struct BackgroundTasks {
     tracker: TaskTracker,
@@ -11,7 +13,8 @@ pub struct BackgroundTasks {
 }
 
 impl BackgroundTasks {
-    /// Spawns a task that must return soon after `stop` is cancelled.
+    /// Spawns a task that must return soon after the token it is given is cancelled, which
+    /// happens after the last request.
     pub fn spawn<F, Fut>(&self, name: &'static str, task: F)
     where
         F: FnOnce(CancellationToken) -> Fut,
@@ -24,12 +27,12 @@ impl BackgroundTasks {
         });
     }
 
-    /// Cancels every task and waits up to `budget` for them; returns how many were still
-    /// running when the budget ran out.
-    pub async fn stop(&self, budget: Duration) -> usize {
+    /// Cancels every task and waits for them until `deadline`; returns how many were still
+    /// running then.
+    pub(crate) async fn stop_by(&self, deadline: Instant) -> usize {
         self.tracker.close();
         self.stop.cancel();
-        match tokio::time::timeout(budget, self.tracker.wait()).await {
+        match tokio::time::timeout_at(deadline, self.tracker.wait()).await {
             Ok(()) => 0,
             Err(_) => self.tracker.len(),
         }
@@ -38,13 +41,16 @@ impl BackgroundTasks {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn stop_cancels_and_counts_stragglers() {
         let tasks = BackgroundTasks::default();
         tasks.spawn("polite", |stop| async move { stop.cancelled().await });
         tasks.spawn("stubborn", |_stop| std::future::pending());
-        assert_eq!(tasks.stop(Duration::from_millis(100)).await, 1);
+        let deadline = Instant::now() + Duration::from_millis(100);
+        assert_eq!(tasks.stop_by(deadline).await, 1);
     }
 }

@@ -1,6 +1,8 @@
 //! Prometheus metrics, served on the admin port at `/metrics`.
 //!
 //! Every metric lives in one registry owned by [`Metrics`]; `docs/metrics.md` lists them all.
+//! The request path counts requests and connections; everything about the lifecycle and the
+//! shutdown comes from [`observe`], which follows the lifecycle like any other observer.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -12,31 +14,37 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::lifecycle::State;
+use tokio::sync::watch;
+
+use crate::{
+    lifecycle::{Snapshot, State},
+    service::Service,
+    settings::Settings,
+};
 
 /// Every metric, behind one `Arc`: cloned on every request, so a clone must be cheap.
 #[derive(Clone)]
-pub struct Metrics(Arc<Families>);
+pub(crate) struct Metrics(Arc<Families>);
 
-pub struct Families {
+pub(crate) struct Families {
     registry: Registry,
-    pub http_requests: IntCounterVec,
-    pub http_request_duration: HistogramVec,
-    pub http_requests_in_flight: IntGauge,
-    pub http_connections_open: IntGauge,
-    pub http_connections_accepted: IntCounter,
-    pub http_panics: IntCounter,
-    pub lifecycle_state: IntGaugeVec,
-    pub draining: IntGauge,
-    pub shutdown_budget: prometheus::GaugeVec,
-    pub shutdown_elapsed: Gauge,
-    pub shutdown_requests_cut: IntCounter,
-    pub shutdown_connections_cut: IntCounter,
-    pub shutdown_tasks_cut: IntCounter,
-    pub shutdowns: IntCounterVec,
-    pub shutdown_budget_mismatch: IntGauge,
-    pub shutdown_budget_shrunk: IntCounter,
-    pub readiness_check_up: IntGaugeVec,
+    pub(crate) http_requests: IntCounterVec,
+    pub(crate) http_request_duration: HistogramVec,
+    pub(crate) http_requests_in_flight: IntGauge,
+    pub(crate) http_connections_open: IntGauge,
+    pub(crate) http_connections_accepted: IntCounter,
+    pub(crate) http_panics: IntCounter,
+    pub(crate) lifecycle_state: IntGaugeVec,
+    pub(crate) draining: IntGauge,
+    pub(crate) shutdown_budget: prometheus::GaugeVec,
+    pub(crate) shutdown_elapsed: Gauge,
+    pub(crate) shutdown_requests_cut: IntCounter,
+    pub(crate) shutdown_connections_cut: IntCounter,
+    pub(crate) shutdown_tasks_cut: IntCounter,
+    pub(crate) shutdowns: IntCounterVec,
+    pub(crate) shutdown_budget_mismatch: IntGauge,
+    pub(crate) shutdown_budget_shrunk: IntCounter,
+    pub(crate) readiness_check_up: IntGaugeVec,
     shutdown_started: OnceLock<Instant>,
 }
 
@@ -49,7 +57,7 @@ impl std::ops::Deref for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> prometheus::Result<Self> {
+    pub(crate) fn new(service: Service) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let metrics = Families {
             http_requests: IntCounterVec::new(
@@ -147,7 +155,7 @@ impl Metrics {
             registry,
             shutdown_started: OnceLock::new(),
         };
-        metrics.register_all()?;
+        metrics.register_all(service)?;
         let metrics = Metrics(Arc::new(metrics));
         metrics.set_state(State::Starting);
         Ok(metrics)
@@ -155,7 +163,7 @@ impl Metrics {
 }
 
 impl Families {
-    fn register_all(&self) -> prometheus::Result<()> {
+    fn register_all(&self, service: Service) -> prometheus::Result<()> {
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(self.http_requests.clone()),
             Box::new(self.http_request_duration.clone()),
@@ -174,7 +182,7 @@ impl Families {
             Box::new(self.shutdown_budget_mismatch.clone()),
             Box::new(self.shutdown_budget_shrunk.clone()),
             Box::new(self.readiness_check_up.clone()),
-            Box::new(build_info()?),
+            Box::new(build_info(service)?),
         ];
         for collector in collectors {
             self.registry.register(collector)?;
@@ -189,11 +197,25 @@ impl Families {
 
 impl Metrics {
     /// The registry, for application code that defines metrics of its own.
-    pub fn registry(&self) -> &Registry {
+    pub(crate) fn registry(&self) -> &Registry {
         &self.registry
     }
 
-    pub fn set_state(&self, current: State) {
+    /// The configured durations, as `shutdown_budget_seconds{phase}`.
+    pub(crate) fn publish_budget(&self, settings: &Settings) {
+        for (phase, duration) in [
+            ("prestop_delay", settings.prestop_delay),
+            ("drain_delay", settings.shutdown_drain_delay),
+            ("timeout", settings.shutdown_timeout),
+            ("cleanup_timeout", settings.shutdown_cleanup_timeout),
+        ] {
+            self.shutdown_budget
+                .with_label_values(&[phase])
+                .set(duration.as_secs_f64());
+        }
+    }
+
+    fn set_state(&self, current: State) {
         for state in State::ALL {
             self.lifecycle_state
                 .with_label_values(&[state.as_str()])
@@ -202,13 +224,8 @@ impl Metrics {
         self.draining.set(i64::from(current >= State::Draining));
     }
 
-    /// Starts the `shutdown_elapsed_seconds` clock; later calls change nothing.
-    pub fn mark_shutdown_started(&self) {
-        self.shutdown_started.get_or_init(Instant::now);
-    }
-
     /// The registry in the Prometheus text exposition format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         if let Some(started) = self.shutdown_started.get() {
             self.shutdown_elapsed.set(started.elapsed().as_secs_f64());
         }
@@ -220,7 +237,7 @@ impl Metrics {
     }
 }
 
-fn build_info() -> prometheus::Result<IntGaugeVec> {
+fn build_info(service: Service) -> prometheus::Result<IntGaugeVec> {
     let info = IntGaugeVec::new(
         Opts::new(
             "build_info",
@@ -228,7 +245,38 @@ fn build_info() -> prometheus::Result<IntGaugeVec> {
         ),
         &["name", "version"],
     )?;
-    info.with_label_values(&[env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")])
+    info.with_label_values(&[service.name, service.version])
         .set(1);
     Ok(info)
+}
+
+/// Follows the lifecycle until it stops: the state gauges, the shutdown clock, and the
+/// shutdown's outcome once it is known.
+pub(crate) async fn observe(metrics: Metrics, mut snapshots: watch::Receiver<Snapshot>) {
+    let mut drain_seen = false;
+    while snapshots.changed().await.is_ok() {
+        let snapshot = snapshots.borrow_and_update().clone();
+        metrics.set_state(snapshot.state);
+        if let Some(drain) = snapshot.drain.filter(|_| !drain_seen) {
+            drain_seen = true;
+            let _ = metrics.shutdown_started.set(drain.signalled_at.into_std());
+            if drain.shrunk {
+                metrics.shutdown_budget_shrunk.inc();
+            }
+        }
+        if let Some(report) = snapshot.report {
+            metrics.shutdown_requests_cut.inc_by(report.cut.requests);
+            metrics
+                .shutdown_connections_cut
+                .inc_by(report.cut.connections);
+            metrics
+                .shutdown_tasks_cut
+                .inc_by((report.tasks_cut + report.resources_not_closed) as u64);
+            metrics
+                .shutdowns
+                .with_label_values(&[report.outcome()])
+                .inc();
+            return;
+        }
+    }
 }

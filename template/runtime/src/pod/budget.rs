@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::shutdown::Budget;
+use crate::budget::Budget;
 
 /// What the kubelet will allow: read from the Pod's spec.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,14 +1,25 @@
-//! The application listener: our own accept loop over hyper, so that the shutdown sequence
-//! decides when to stop accepting, when idle connections close and when busy ones are cut.
-//! (`axum::serve(...).with_graceful_shutdown` waits for idle keep-alive connections
-//! forever, so it is not used here.)
+//! The application listener: our own accept loop over hyper rather than `axum::serve`.
+//!
+//! `axum::serve(...).with_graceful_shutdown` stops accepting the moment its signal fires and
+//! then waits, without limit, for the connections it has. A rolling update needs more:
+//! - a drain phase: the listener stays open and every response asks the client to close
+//!   (`Connection: close`, or a GOAWAY on HTTP/2) while load balancers move away;
+//! - one hard deadline, after which what is still running is cut;
+//! - the count of what was cut, for the exit code, the metrics and the Pod's events;
+//! - header-read and idle timeouts kept apart (see `activity`).
 
 mod activity;
 mod connection;
-pub mod middleware;
+mod middleware;
 mod when_woken;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::Router;
 use hyper_util::{
@@ -18,40 +29,55 @@ use hyper_util::{
 use tokio::time::Instant;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+pub(crate) use middleware::guard;
+
 use crate::{
-    config::Config,
     lifecycle::{Lifecycle, State},
     listeners::Listener,
     metrics::Metrics,
+    report::Cut,
+    settings::Settings,
 };
 
-pub struct HttpServer {
+pub(crate) struct HttpServer {
     listener: Listener,
     shared: Arc<connection::Shared>,
     connections: TaskTracker,
 }
 
 /// The connections still open once the listener is closed.
-pub struct OpenConnections {
+pub(crate) struct OpenConnections {
     connections: TaskTracker,
     abort: CancellationToken,
-    metrics: Metrics,
+    in_flight: RequestsInFlight,
 }
 
-/// What the hard deadline cut, if anything.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Cut {
-    pub requests: u64,
-    pub connections: u64,
+/// How many requests the server is answering: counted by the server itself, whatever
+/// middleware the router has.
+#[derive(Clone, Default)]
+pub(crate) struct RequestsInFlight(Arc<AtomicU64>);
+
+impl RequestsInFlight {
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn started(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn finished(&self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl HttpServer {
-    pub fn new(
+    pub(crate) fn new(
         listener: Listener,
         router: Router,
         lifecycle: Lifecycle,
         metrics: Metrics,
-        config: &Config,
+        settings: &Settings,
     ) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // hyper's header timeout would also close idle keep-alive connections; the
@@ -70,8 +96,9 @@ impl HttpServer {
             metrics,
             builder,
             abort: CancellationToken::new(),
-            header_read_timeout: config.header_read_timeout,
-            idle_timeout: config.idle_timeout,
+            in_flight: RequestsInFlight::default(),
+            header_read_timeout: settings.header_read_timeout,
+            idle_timeout: settings.idle_timeout,
         };
         Self {
             listener,
@@ -80,9 +107,14 @@ impl HttpServer {
         }
     }
 
+    /// The server's own count of requests in flight.
+    pub(crate) fn requests_in_flight(&self) -> RequestsInFlight {
+        self.shared.in_flight.clone()
+    }
+
     /// Accepts connections until the lifecycle reaches `stopping`, then closes the listener:
     /// from then on new connections are refused by the kernel.
-    pub async fn serve(self) -> OpenConnections {
+    pub(crate) async fn serve(self) -> OpenConnections {
         let stopping = self.shared.lifecycle.reached(State::Stopping);
         tokio::pin!(stopping);
         loop {
@@ -113,7 +145,7 @@ impl HttpServer {
         OpenConnections {
             connections: self.connections,
             abort: self.shared.abort.clone(),
-            metrics: self.shared.metrics.clone(),
+            in_flight: self.shared.in_flight.clone(),
         }
     }
 
@@ -127,16 +159,16 @@ impl HttpServer {
 }
 
 impl OpenConnections {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.connections.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.connections.is_empty()
+    pub(crate) fn requests_in_flight(&self) -> u64 {
+        self.in_flight.get()
     }
 
     /// Waits for every connection to finish; at `deadline`, cuts the ones left.
-    pub async fn finish_by(self, deadline: Instant) -> Cut {
+    pub(crate) async fn finish_by(self, deadline: Instant) -> Cut {
         if tokio::time::timeout_at(deadline, self.connections.wait())
             .await
             .is_ok()
@@ -144,10 +176,9 @@ impl OpenConnections {
             return Cut::default();
         }
         let cut = Cut {
-            requests: self.metrics.http_requests_in_flight.get().max(0) as u64,
+            requests: self.in_flight.get(),
             connections: self.connections.len() as u64,
         };
-        self.metrics.shutdown_requests_cut.inc_by(cut.requests);
         self.abort.cancel();
         self.connections.wait().await;
         cut

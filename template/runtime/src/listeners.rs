@@ -15,28 +15,55 @@ use std::{
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::settings::Settings;
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const FIRST_PASSED_FD: RawFd = 3;
 
+/// The service's two listeners.
 pub struct Listeners {
+    /// For the application's routes.
     pub http: Listener,
+    /// For probes, metrics and the pre-stop hook.
     pub admin: Listener,
 }
 
+/// One listening socket.
 pub struct Listener {
-    pub socket: TcpListener,
+    pub(crate) socket: TcpListener,
     /// Passed by systemd: the socket outlives this process, and connections still waiting
     /// in its queue at exit are accepted by the next one.
-    pub inherited: bool,
+    pub(crate) inherited: bool,
 }
 
-/// Takes the listeners systemd passed, binds the others, and logs where each came from.
-pub async fn open(config: &Config) -> anyhow::Result<Listeners> {
+impl From<TcpListener> for Listener {
+    /// A socket this process bound and closes when it stops accepting.
+    fn from(socket: TcpListener) -> Listener {
+        Listener {
+            socket,
+            inherited: false,
+        }
+    }
+}
+
+impl Listener {
+    /// Where it listens.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+}
+
+impl Listeners {
+    /// Takes the listeners systemd passed, binds the others, and logs where each came from.
+    pub async fn open(settings: &Settings) -> anyhow::Result<Listeners> {
+        open(settings).await
+    }
+}
+
+async fn open(settings: &Settings) -> anyhow::Result<Listeners> {
     let passed = Passed::from_env(|name| std::env::var(name).ok(), std::process::id())?;
-    let http = take_or_bind(passed.http, "http", "HTTP_ADDR", config.http_addr).await?;
-    let admin = take_or_bind(passed.admin, "admin", "ADMIN_ADDR", config.admin_addr).await?;
+    let http = take_or_bind(passed.http, "http", "HTTP_ADDR", settings.http_addr).await?;
+    let admin = take_or_bind(passed.admin, "admin", "ADMIN_ADDR", settings.admin_addr).await?;
     let origin = |listener: &Listener| {
         if listener.inherited {
             "systemd"

@@ -12,28 +12,51 @@ use axum::{
     routing::get,
 };
 
+use tokio::task::JoinHandle;
+
 use crate::{
     lifecycle::{Lifecycle, State as LifecycleState},
+    listeners::Listener,
     metrics::Metrics,
     readiness::ReadinessChecks,
 };
 
 /// The admin routes; tests and the Helm chart rely on these paths.
-pub const LIVEZ: &str = "/livez";
-pub const READYZ: &str = "/readyz";
-pub const STARTUPZ: &str = "/startupz";
-pub const METRICS: &str = "/metrics";
-pub const PRESTOP: &str = "/prestop";
+const LIVEZ: &str = "/livez";
+const READYZ: &str = "/readyz";
+const STARTUPZ: &str = "/startupz";
+const METRICS: &str = "/metrics";
+const PRESTOP: &str = "/prestop";
 
+/// What the admin routes read.
 #[derive(Clone)]
-pub struct Admin {
-    pub lifecycle: Lifecycle,
-    pub metrics: Metrics,
-    pub checks: ReadinessChecks,
-    pub prestop_delay: Duration,
+pub(crate) struct Admin {
+    pub(crate) lifecycle: Lifecycle,
+    pub(crate) metrics: Metrics,
+    pub(crate) checks: ReadinessChecks,
+    pub(crate) prestop_delay: Duration,
 }
 
-pub fn router(admin: Admin) -> Router {
+/// Serves the admin routes on `listener` until the returned server is dropped.
+pub(crate) fn spawn(listener: Listener, admin: Admin) -> AdminServer {
+    let router = router(admin);
+    AdminServer(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener.socket, router).await {
+            tracing::error!(%error, "admin server failed");
+        }
+    }))
+}
+
+/// The running admin server; it stops when this is dropped.
+pub(crate) struct AdminServer(JoinHandle<()>);
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn router(admin: Admin) -> Router {
     Router::new()
         .route(LIVEZ, get(livez))
         .route(READYZ, get(readyz))

@@ -1,0 +1,46 @@
+//! What a shutdown cut short, as the sequence reports it and observers tell it.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What the hard deadline cut, if anything.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    /// Requests still running at `SHUTDOWN_TIMEOUT`.
+    pub requests: u64,
+    /// Connections dropped at `SHUTDOWN_TIMEOUT` instead of closing gracefully.
+    pub connections: u64,
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// What `SHUTDOWN_TIMEOUT` cut.
+    pub cut: Cut,
+    /// Background tasks still running when `SHUTDOWN_CLEANUP_TIMEOUT` ran out.
+    pub tasks_cut: usize,
+    /// Resources that failed to close or were still closing at the cleanup deadline.
+    pub resources_not_closed: usize,
+    /// From the first signal to the end of cleanup.
+    pub took: Duration,
+    /// When the cleanup budget runs out: what still has to happen (flushing telemetry)
+    /// must end by then.
+    pub cleanup_deadline: Instant,
+}
+
+impl Report {
+    /// True when everything finished within its budget.
+    pub fn is_clean(&self) -> bool {
+        self.cut == Cut::default() && self.tasks_cut == 0 && self.resources_not_closed == 0
+    }
+
+    /// The outcome as metrics label it.
+    pub fn outcome(&self) -> &'static str {
+        if self.is_clean() {
+            "clean"
+        } else {
+            "deadline_exceeded"
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The shutdown sequence in-process, on Tokio's paused clock: every duration below is the
+//! service's own time, exact whatever the machine's load.
+
+mod support;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Router, routing::get};
+use kube_service_runtime::{Cut, EXIT_DEADLINE_EXCEEDED, Error, Exit, Report, Signal};
+use tokio::{sync::Notify, time::Instant};
+
+use support::{Connection, Running, hanging, settings};
+
+const DRAIN: Duration = Duration::from_secs(5);
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn hello() -> Router {
+    Router::new().route("/", get(|| async { "hello\n" }))
+}
+
+fn report(exit: Exit) -> Report {
+    match exit {
+        Exit::Shutdown(report) => report,
+        other => panic!("expected a shutdown report, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_drain_delay_serves_asking_clients_to_close_then_the_listener_closes() {
+    let service = Running::ready(settings(5, 20), hello()).await;
+    let mut kept_alive = Connection::open(service.http).await.unwrap();
+    assert!(!kept_alive.get("/").await.unwrap().asks_to_close());
+
+    let signalled = service.signal(Signal::TERM);
+    let answer = kept_alive.get("/").await.unwrap();
+    assert_eq!(answer.status, 200, "still serving while draining");
+    assert!(
+        answer.asks_to_close(),
+        "draining answers carry Connection: close"
+    );
+    let readyz = support::get(service.admin, "/readyz").await.unwrap();
+    assert_eq!(readyz.status, 503);
+    assert!(readyz.body.contains("draining"), "{}", readyz.body);
+
+    tokio::time::sleep_until(signalled + DRAIN - Duration::from_millis(10)).await;
+    let late = support::get(service.http, "/").await.unwrap();
+    assert_eq!(
+        late.status, 200,
+        "new connections are served until the drain delay ends"
+    );
+
+    tokio::time::sleep_until(signalled + DRAIN).await;
+    let mut refused = false;
+    for _ in 0..1000 {
+        if Connection::open(service.http).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(refused, "the listener closes once the drain delay is over");
+    assert_eq!(Instant::now(), signalled + DRAIN, "at that very instant");
+
+    let report = report(service.exit().await);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.took, DRAIN, "nothing else held the shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_in_flight_finish_within_the_deadline() {
+    let entered = Arc::new(Notify::new());
+    let router = {
+        let entered = entered.clone();
+        Router::new().route(
+            "/slow",
+            get(move || async move {
+                entered.notify_one();
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                "done\n"
+            }),
+        )
+    };
+    let service = Running::ready(settings(1, 20), router).await;
+    let mut slow = Connection::open(service.http).await.unwrap();
+    slow.send("/slow").await.unwrap();
+    entered.notified().await;
+
+    let signalled = service.signal(Signal::TERM);
+    let report = report(service.exit().await);
+
+    assert!(report.is_clean(), "{report:?}");
+    let finished = signalled.elapsed();
+    assert!(
+        finished < Duration::from_secs(9),
+        "ended when the request did, not at the deadline: {finished:?}"
+    );
+    let answer = slow.read().await.unwrap();
+    assert_eq!((answer.status, answer.body.as_str()), (200, "done\n"));
+    assert!(answer.asks_to_close());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_cuts_what_still_runs_and_counts_it() {
+    let entered = Arc::new(Notify::new());
+    let router = Router::new().route("/hang", hanging(entered.clone()));
+    // A request timeout past the deadline: the guard would answer 503 before it otherwise.
+    let settings = kube_service_runtime::Settings {
+        request_timeout: Duration::from_secs(60),
+        ..settings(5, 20)
+    };
+    let service = Running::ready(settings, router).await;
+    let mut idle = Connection::open(service.http).await.unwrap();
+    idle.get("/readyz-is-not-here").await.unwrap();
+    let mut hung = Connection::open(service.http).await.unwrap();
+    hung.send("/hang").await.unwrap();
+    entered.notified().await;
+
+    let signalled = service.signal(Signal::TERM);
+    let exit = service.exit().await;
+
+    assert_eq!(exit.code(), EXIT_DEADLINE_EXCEEDED, "{exit:?}");
+    let report = report(exit);
+    assert_eq!(
+        report.cut,
+        Cut {
+            requests: 1,
+            connections: 1
+        },
+        "the idle connection closed gracefully; only the hung one was cut"
+    );
+    assert_eq!(signalled + report.took, signalled + TIMEOUT);
+    assert!(hung.read().await.is_err(), "the cut request gets no answer");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_signal_ends_the_shutdown_at_once() {
+    let entered = Arc::new(Notify::new());
+    let router = Router::new().route("/hang", hanging(entered.clone()));
+    let service = Running::ready(settings(5, 20), router).await;
+    let mut hung = Connection::open(service.http).await.unwrap();
+    hung.send("/hang").await.unwrap();
+    entered.notified().await;
+
+    let signalled = service.signal(Signal::TERM);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    service.signal(Signal::INT);
+    let exit = service.exit().await;
+
+    assert!(matches!(exit, Exit::Forced(Signal::INT)), "{exit:?}");
+    assert_eq!(exit.code(), 130);
+    assert_eq!(signalled.elapsed(), Duration::from_secs(1), "at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_signal_during_startup_closes_what_startup_opened_and_never_serves() {
+    let started = Arc::new(Notify::new());
+    let closed = Arc::new(AtomicBool::new(false));
+    let service = {
+        let (started, closed) = (started.clone(), closed.clone());
+        Running::start(settings(5, 20), move |startup| async move {
+            startup.resources.register("pool", move || async move {
+                closed.store(true, Ordering::SeqCst);
+                Ok::<_, Error>(())
+            });
+            started.notify_one();
+            std::future::pending::<Result<Router, Error>>().await
+        })
+        .await
+    };
+    started.notified().await;
+    let (http, admin) = (service.http, service.admin);
+    let readyz = support::get(admin, "/readyz").await.unwrap();
+    assert_eq!(readyz.status, 503, "not ready while starting");
+
+    service.signal(Signal::TERM);
+    let exit = service.exit().await;
+
+    assert!(
+        matches!(exit, Exit::DuringStartup(Signal::TERM)),
+        "{exit:?}"
+    );
+    assert_eq!(exit.code(), 0);
+    assert!(closed.load(Ordering::SeqCst), "the resource was closed");
+    assert!(Connection::open(http).await.is_err(), "never served");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_startup_work_closes_what_it_opened_and_says_why() {
+    let closed = Arc::new(AtomicBool::new(false));
+    let service = {
+        let closed = closed.clone();
+        Running::start(settings(5, 20), move |startup| async move {
+            startup.resources.register("pool", move || async move {
+                closed.store(true, Ordering::SeqCst);
+                Ok::<_, Error>(())
+            });
+            Err::<Router, Error>("the broker refused the connection".into())
+        })
+        .await
+    };
+    let exit = service.exit().await;
+    assert_eq!(exit.code(), 1);
+    assert!(
+        matches!(&exit, Exit::StartupFailed(why) if why.contains("broker refused")),
+        "{exit:?}"
+    );
+    assert!(closed.load(Ordering::SeqCst), "the resource was closed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_pre_stop_hook_turns_readiness_off_and_answers_after_its_delay() {
+    let service = Running::ready(settings(5, 20), hello()).await;
+    let admin = service.admin;
+    let called = Instant::now();
+    let hook = tokio::spawn(async move { support::get(admin, "/prestop").await });
+    // The hook's request runs in a blocking task, which stops the clock: move it by hand.
+    loop {
+        let readyz = support::get(admin, "/readyz").await.unwrap();
+        if readyz.status == 503 {
+            assert!(readyz.body.contains("pre-stop"), "{}", readyz.body);
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(!hook.is_finished(), "the hook waits for its delay");
+    tokio::time::advance(Duration::from_secs(3)).await;
+    let answer = hook.await.unwrap().unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(called.elapsed(), Duration::from_secs(3));
+
+    // SIGTERM follows the hook; the service still drains for its full delay.
+    let signalled = service.signal(Signal::TERM);
+    let report = report(service.exit().await);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.took, DRAIN, "drained from the signal: {signalled:?}");
+}
