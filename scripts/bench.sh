@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 scripts/install.sh bench
-cargo run --quiet --release --locked --package kube-service-template-tests --bin bench -- "$@"
+cargo run --quiet --release --locked --package kube-service-template-tools --bin bench -- "$@"

@@ -13,5 +13,5 @@ source scripts/env.sh
 echo "[demo] first run on 2 cores: about 11 minutes (7 of them installing cargo-generate, once per machine); later runs: about a minute"
 scripts/install.sh demo
 echo "[demo] building the simulator"
-cargo build --locked --package kube-service-template-tests --bin demo
+cargo build --locked --package kube-service-template-tools --bin demo
 "$CARGO_TARGET_DIR/debug/demo"

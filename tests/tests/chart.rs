@@ -10,8 +10,7 @@ use k8s_openapi::{
 use kube_service_template_tests::{
     Generated,
     chart::{Chart, Manifests, Render, tool},
-    free_loopback_address, generate,
-    http1::Connection,
+    free_loopback_address, generate, http1,
     service::RunningService,
     shared_target_dir,
 };
@@ -682,8 +681,7 @@ fn the_running_binary_serves_every_path_the_kubelet_calls() {
             let port = container_port(container, &action.port);
             let address = format!("127.0.0.1:{port}").parse().unwrap();
             let path = action.path.as_deref().unwrap_or("/");
-            let response = Connection::open(address, Duration::from_secs(10))
-                .and_then(|mut connection| connection.get(path))
+            let response = http1::blocking_get(address, path, Duration::from_secs(10))
                 .unwrap_or_else(|err| {
                     panic!("{kube_version} {name}: GET {path} on port {port}: {err}")
                 });
@@ -876,5 +874,73 @@ fn the_values_reference_in_the_chart_readme_is_in_sync_with_values_yaml() {
         tables_without_padding(&readme),
         tables_without_padding(&regenerated),
         "helm/README.md is out of date: run the command in its \"Updating this file\" section"
+    );
+}
+
+/// The helpers are named after the chart, as `helm create` names them: two charts generated
+/// from this template live side by side in one umbrella chart, even when one of them has
+/// changed a helper (an edit of its own, or a newer template). With shared helper names, the
+/// last chart Helm loads would name the other's objects too.
+#[test]
+fn two_generated_charts_live_in_one_umbrella_chart() {
+    let canary = generate("chart-service-canary", &[]).expect("a second chart generates");
+    let umbrella =
+        kube_service_template_tests::scratch("umbrella-chart").join(std::process::id().to_string());
+    let _ = std::fs::remove_dir_all(&umbrella);
+    std::fs::create_dir_all(umbrella.join("charts")).unwrap();
+    std::fs::write(
+        umbrella.join("Chart.yaml"),
+        "apiVersion: v2\nname: shop\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    for (name, dir) in [
+        ("chart-service", &project().dir),
+        ("chart-service-canary", &canary.dir),
+    ] {
+        let status = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(dir.join("helm"))
+            .arg(umbrella.join("charts").join(name))
+            .status()
+            .unwrap();
+        assert!(status.success(), "copying {name}'s chart");
+    }
+    let helpers = umbrella.join("charts/chart-service-canary/templates/_helpers.tpl");
+    let text = std::fs::read_to_string(&helpers).unwrap();
+    assert!(
+        text.contains(r#"{{- define "chart-service-canary.fullname" -}}"#),
+        "helpers named after the chart:\n{text}"
+    );
+    let edited = text.replace(
+        r#"{{- printf "%s-%s" .Release.Name $name"#,
+        r#"{{- printf "%s-%s-edited" .Release.Name $name"#,
+    );
+    assert_ne!(edited, text, "the canary's fullname helper was edited");
+    std::fs::write(&helpers, edited).unwrap();
+
+    let yaml = Chart::at(&umbrella)
+        .template_yaml(&Render::default())
+        .unwrap_or_else(|message| panic!("the umbrella chart renders:\n{message}"));
+    let mut deployments: Vec<(String, String)> = kube_service_template_tests::chart::parse(&yaml)
+        .into_iter()
+        .filter_map(|object| match object {
+            kube_service_template_tests::chart::Object::Deployment(deployment) => Some((
+                deployment.metadata.name.clone().unwrap_or_default(),
+                deployment.metadata.labels.as_ref().unwrap()["app.kubernetes.io/name"].clone(),
+            )),
+            _ => None,
+        })
+        .collect();
+    deployments.sort();
+    assert_eq!(
+        deployments,
+        [
+            ("release-chart-service".into(), "chart-service".into()),
+            (
+                "release-chart-service-canary-edited".into(),
+                "chart-service-canary".into()
+            ),
+        ],
+        "each chart names its own objects with its own helpers"
     );
 }

@@ -8,8 +8,7 @@ use std::{
 };
 
 use kube_service_template_tests::{
-    free_loopback_address, generate,
-    http1::Connection,
+    free_loopback_address, generate, http1,
     podman::{Container, Image, scratch_containerfile, static_binary},
 };
 
@@ -38,9 +37,7 @@ fn the_container_runs_unprivileged_answers_probes_and_stops_cleanly_mid_request(
     assert_eq!(get(http, "/").status, 200);
     assert_eq!(container.user_id(), 65532, "the Dockerfile's USER");
 
-    let slow = std::thread::spawn(move || {
-        Connection::open(http, PATIENCE).and_then(|mut connection| connection.get("/slow?ms=3000"))
-    });
+    let slow = std::thread::spawn(move || http1::blocking_get(http, "/slow?ms=3000", PATIENCE));
     while !metrics(admin).contains("http_requests_in_flight 1") {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -65,9 +62,8 @@ fn the_container_runs_unprivileged_answers_probes_and_stops_cleanly_mid_request(
     );
 }
 
-fn get(addr: SocketAddr, path: &str) -> kube_service_template_tests::http1::Response {
-    Connection::open(addr, PATIENCE)
-        .and_then(|mut connection| connection.get(path))
+fn get(addr: SocketAddr, path: &str) -> http1::Response {
+    http1::blocking_get(addr, path, PATIENCE)
         .unwrap_or_else(|err| panic!("GET {path} on {addr}: {err}"))
 }
 
@@ -79,8 +75,7 @@ fn metrics(admin: SocketAddr) -> String {
 fn wait_for(addr: SocketAddr, path: &str, container: &Container) {
     let started = Instant::now();
     loop {
-        let answer =
-            Connection::open(addr, PATIENCE).and_then(|mut connection| connection.get(path));
+        let answer = http1::blocking_get(addr, path, PATIENCE);
         if answer.is_ok_and(|response| response.status == 200) {
             return;
         }

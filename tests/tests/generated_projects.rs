@@ -1,11 +1,22 @@
-//! A generated project passes fmt, clippy and its own tests right after generation,
-//! for the default options, for every option switched on and for every option off.
+//! A generated project passes fmt, clippy and its own tests right after generation (the
+//! runtime crate included), for the default options, for every option switched on and for
+//! every option off.
 
 use kube_service_template_tests::{Generated, generate};
 
+/// The runtime is linted with each variant's features; its own tests, which no feature
+/// changes, run once in this repository's workspace (and in the all-options project, as the
+/// generated README tells users to run them).
 fn passes_its_own_checks(project: &Generated) {
     project.cargo_ok(&["fmt", "--check"]);
-    project.cargo_ok(&["clippy", "--all-targets", "--", "-D", "warnings"]);
+    project.cargo_ok(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     project.cargo_ok(&["test"]);
 }
 
@@ -29,6 +40,7 @@ fn the_all_options_project_passes_fmt_clippy_and_its_tests() {
     )
     .expect("all options generate");
     passes_its_own_checks(&project);
+    project.cargo_ok(&["test", "--package", "kube-service-runtime"]);
     // The OpenTelemetry and Kubernetes tests only exist with their features: they ran.
     for (test, one_of_them) in [
         ("otel", "spans_reach_the_collector_in_the_callers_trace"),

@@ -97,11 +97,11 @@ fn the_ci_workflow_is_valid_and_runs_every_check() {
     let text = std::fs::read_to_string(&workflow).unwrap();
     for step in [
         "cargo fmt --check",
-        "cargo clippy --all-targets -- -D warnings",
-        "cargo clippy --all-targets --all-features -- -D warnings",
-        "cargo clippy --all-targets --no-default-features -- -D warnings",
-        "cargo test",
-        "cargo test --no-default-features",
+        "cargo clippy --workspace --all-targets -- -D warnings",
+        "cargo clippy --workspace --all-targets --all-features -- -D warnings",
+        "cargo clippy --workspace --all-targets --no-default-features -- -D warnings",
+        "cargo test --workspace",
+        "cargo test --workspace --no-default-features",
         "helm lint --strict helm",
         "helm template",
         "kubernetes-validate --strict",

@@ -24,8 +24,11 @@ fn every_template_file_arrives_in_the_generated_project() {
 }
 
 /// Folders whose files carry `{{ }}` of their own (Helm, Grafana, GitHub Actions), which
-/// `cargo-generate.toml` excludes from Liquid.
+/// `cargo-generate.toml` excludes from Liquid, all but [`HELPERS`].
 const OWN_TEMPLATING: [&str; 3] = ["helm/templates", "helm/dashboards", ".github/workflows"];
+
+/// The chart's helpers: Liquid names them after the chart; Helm's own syntax passes through.
+const HELPERS: &str = "helm/templates/_helpers.tpl";
 
 #[test]
 fn files_with_templating_of_their_own_are_copied_without_liquid_processing() {
@@ -35,6 +38,9 @@ fn files_with_templating_of_their_own_are_copied_without_liquid_processing() {
         let original = repo_root().join("template").join(folder);
         for file in files_under(&original) {
             let relative = format!("{folder}/{}", file.display());
+            if relative == HELPERS {
+                continue;
+            }
             let text = std::fs::read_to_string(original.join(&file)).unwrap();
             assert!(
                 text.contains("{{"),
@@ -45,6 +51,34 @@ fn files_with_templating_of_their_own_are_copied_without_liquid_processing() {
         }
     }
     assert!(compared >= 11, "only {compared} files compared");
+}
+
+#[test]
+fn the_chart_helpers_are_named_after_the_chart_and_keep_helms_syntax() {
+    let project = generate("orders", &[]).expect("defaults generate");
+    let helpers = project.read(HELPERS);
+    assert!(!helpers.contains("{%"), "no Liquid left:\n{helpers}");
+    let defined: Vec<&str> = helpers
+        .lines()
+        .filter_map(|line| line.strip_prefix(r#"{{- define ""#))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(defined.len() >= 10, "{defined:?}");
+    for name in &defined {
+        assert!(
+            name.starts_with("orders."),
+            "{name} is not named after the chart"
+        );
+    }
+    let templates = repo_root().join("template/helm/templates");
+    for file in files_under(&templates) {
+        let text = std::fs::read_to_string(templates.join(&file)).unwrap();
+        assert!(
+            !text.contains(r#"include "service."#),
+            "{} calls a helper by a fixed name",
+            file.display()
+        );
+    }
 }
 
 #[test]

@@ -1,11 +1,16 @@
-{{/*
+{% comment %}
+Processed by Liquid, unlike the other templates: the helpers are named after the chart,
+as `helm create` names them, so that charts generated from this template can be
+subcharts of one umbrella chart. Everything else is Helm's own, inside raw blocks; the
+templates call the helpers by `$.Chart.Name`.
+{% endcomment %}{% raw %}{{/*
 Names and labels, as `helm create` makes them.
 */}}
-{{- define "service.name" -}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.name" -}}{% raw %}
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{- define "service.fullname" -}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.fullname" -}}{% raw %}
 {{- if .Values.fullnameOverride }}
 {{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
 {{- else }}
@@ -18,33 +23,33 @@ Names and labels, as `helm create` makes them.
 {{- end }}
 {{- end }}
 
-{{- define "service.chart" -}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.chart" -}}{% raw %}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{- define "service.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "service.name" . }}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.selectorLabels" -}}{% raw %}
+app.kubernetes.io/name: {{ include (print $.Chart.Name ".name") . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
-{{- define "service.labels" -}}
-helm.sh/chart: {{ include "service.chart" . }}
-{{ include "service.selectorLabels" . }}
-app.kubernetes.io/version: {{ include "service.imageTag" . | quote }}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.labels" -}}{% raw %}
+helm.sh/chart: {{ include (print $.Chart.Name ".chart") . }}
+{{ include (print $.Chart.Name ".selectorLabels") . }}
+app.kubernetes.io/version: {{ include (print $.Chart.Name ".imageTag") . | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
-{{- define "service.imageTag" -}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.imageTag" -}}{% raw %}
 {{- .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
 
-{{- define "service.image" -}}
-{{- printf "%s:%s" .Values.image.repository (include "service.imageTag" .) }}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.image" -}}{% raw %}
+{{- printf "%s:%s" .Values.image.repository (include (print $.Chart.Name ".imageTag") .) }}
 {{- end }}
 
-{{- define "service.serviceAccountName" -}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.serviceAccountName" -}}{% raw %}
 {{- if .Values.serviceAccount.create }}
-{{- default (include "service.fullname" .) .Values.serviceAccount.name }}
+{{- default (include (print $.Chart.Name ".fullname") .) .Values.serviceAccount.name }}
 {{- else }}
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
@@ -56,34 +61,34 @@ deletion: it runs the preStop hook (preStopDelaySeconds), then sends SIGTERM, af
 the service drains and finishes requests (timeoutSeconds, which includes drainDelaySeconds)
 and cleans up (cleanupTimeoutSeconds). The margin covers process exit and scheduling jitter.
 */}}
-{{- define "service.shutdownBudgetSeconds" -}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.shutdownBudgetSeconds" -}}{% raw %}
 {{- $s := .Values.shutdown }}
 {{- add (int $s.preStopDelaySeconds) (int $s.timeoutSeconds) (int $s.cleanupTimeoutSeconds) (int $s.marginSeconds) }}
 {{- end }}
 
-{{- define "service.budgetArithmetic" -}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.budgetArithmetic" -}}{% raw %}
 {{- $s := .Values.shutdown }}
-{{- printf "preStopDelaySeconds (%d) + timeoutSeconds (%d) + cleanupTimeoutSeconds (%d) + marginSeconds (%d) = %s" (int $s.preStopDelaySeconds) (int $s.timeoutSeconds) (int $s.cleanupTimeoutSeconds) (int $s.marginSeconds) (include "service.shutdownBudgetSeconds" .) }}
+{{- printf "preStopDelaySeconds (%d) + timeoutSeconds (%d) + cleanupTimeoutSeconds (%d) + marginSeconds (%d) = %s" (int $s.preStopDelaySeconds) (int $s.timeoutSeconds) (int $s.cleanupTimeoutSeconds) (int $s.marginSeconds) (include (print $.Chart.Name ".shutdownBudgetSeconds") .) }}
 {{- end }}
 
 {{/* terminationGracePeriodSeconds: computed from the budget, or an explicit value that covers it. */}}
-{{- define "service.terminationGracePeriodSeconds" -}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.terminationGracePeriodSeconds" -}}{% raw %}
 {{- $s := .Values.shutdown }}
-{{- $budget := include "service.shutdownBudgetSeconds" . | int }}
+{{- $budget := include (print $.Chart.Name ".shutdownBudgetSeconds") . | int }}
 {{- if ge (int $s.drainDelaySeconds) (int $s.timeoutSeconds) }}
 {{- fail (printf "\n\nshutdown.drainDelaySeconds (%d) must be shorter than shutdown.timeoutSeconds (%d): the timeout counts from SIGTERM and includes the drain delay, so in-flight requests would get no time to finish. Lower shutdown.drainDelaySeconds or raise shutdown.timeoutSeconds." (int $s.drainDelaySeconds) (int $s.timeoutSeconds)) }}
 {{- end }}
 {{- if kindIs "invalid" $s.terminationGracePeriodSeconds }}
 {{- $budget }}
 {{- else if lt (int $s.terminationGracePeriodSeconds) $budget }}
-{{- fail (printf "\n\nshutdown.terminationGracePeriodSeconds (%d) is shorter than the shutdown budget:\n  %s\nThe kubelet would SIGKILL the pod before it finished draining. Set shutdown.terminationGracePeriodSeconds to at least %d (or remove it to have it computed), or lower shutdown.preStopDelaySeconds, shutdown.timeoutSeconds, shutdown.cleanupTimeoutSeconds or shutdown.marginSeconds." (int $s.terminationGracePeriodSeconds) (include "service.budgetArithmetic" .) $budget) }}
+{{- fail (printf "\n\nshutdown.terminationGracePeriodSeconds (%d) is shorter than the shutdown budget:\n  %s\nThe kubelet would SIGKILL the pod before it finished draining. Set shutdown.terminationGracePeriodSeconds to at least %d (or remove it to have it computed), or lower shutdown.preStopDelaySeconds, shutdown.timeoutSeconds, shutdown.cleanupTimeoutSeconds or shutdown.marginSeconds." (int $s.terminationGracePeriodSeconds) (include (print $.Chart.Name ".budgetArithmetic") .) $budget) }}
 {{- else }}
 {{- int $s.terminationGracePeriodSeconds }}
 {{- end }}
 {{- end }}
 
 {{/* The preStop hook: the kubelet's native sleep (Kubernetes 1.30+) or GET /prestop. */}}
-{{- define "service.preStopMode" -}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.preStopMode" -}}{% raw %}
 {{- $mode := .Values.shutdown.preStop.mode }}
 {{- if eq $mode "auto" }}
 {{- if semverCompare ">=1.30-0" .Capabilities.KubeVersion.Version }}sleep{{ else }}httpGet{{ end }}
@@ -93,7 +98,7 @@ and cleans up (cleanupTimeoutSeconds). The margin covers process exit and schedu
 {{- end }}
 
 {{/* "true" when an optional Prometheus Operator object is on: asked for, or "auto" and the API exists. */}}
-{{- define "service.enabledOrDetected" -}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.enabledOrDetected" -}}{% raw %}
 {{- $enabled := index . 0 }}
 {{- $api := index . 1 }}
 {{- $root := index . 2 }}
@@ -102,7 +107,7 @@ and cleans up (cleanupTimeoutSeconds). The margin covers process exit and schedu
 {{- else if $enabled }}true{{ end }}
 {{- end }}
 
-{{- define "service.podDisruptionBudgetEnabled" -}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.podDisruptionBudgetEnabled" -}}{% raw %}
 {{- $enabled := .Values.podDisruptionBudget.enabled }}
 {{- if eq (toString $enabled) "auto" }}
 {{- if or (gt (int .Values.replicaCount) 1) (and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) 1)) }}true{{ end }}
@@ -110,10 +115,10 @@ and cleans up (cleanupTimeoutSeconds). The margin covers process exit and schedu
 {{- end }}
 
 {{/* OpenTelemetry resource attributes: the pod's identity from the downward API, then extras. */}}
-{{- define "service.otelResourceAttributes" -}}
-{{- $attributes := list "k8s.pod.name=$(POD_NAME)" "k8s.namespace.name=$(POD_NAMESPACE)" "k8s.node.name=$(NODE_NAME)" (printf "k8s.deployment.name=%s" (include "service.fullname" .)) }}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.otelResourceAttributes" -}}{% raw %}
+{{- $attributes := list "k8s.pod.name=$(POD_NAME)" "k8s.namespace.name=$(POD_NAMESPACE)" "k8s.node.name=$(NODE_NAME)" (printf "k8s.deployment.name=%s" (include (print $.Chart.Name ".fullname") .)) }}
 {{- range $key, $value := .Values.otel.resourceAttributes }}
 {{- $attributes = append $attributes (printf "%s=%s" $key $value) }}
 {{- end }}
 {{- join "," $attributes }}
-{{- end }}
+{{- end }}{% endraw %}

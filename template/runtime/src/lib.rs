@@ -78,11 +78,11 @@ pub use error::Error;
 pub use listeners::{Listener, Listeners};
 pub use prometheus;
 pub use readiness::ReadinessChecks;
-pub use report::{Cut, Report};
-pub use resources::Resources;
-pub use serve::{
-    EXIT_BAD_CONFIG, EXIT_CLEAN, EXIT_DEADLINE_EXCEEDED, EXIT_STARTUP_FAILED, Exit, serve,
+pub use report::{
+    Cut, EXIT_BAD_CONFIG, EXIT_CLEAN, EXIT_DEADLINE_EXCEEDED, EXIT_STARTUP_FAILED, Report,
 };
+pub use resources::Resources;
+pub use serve::{Exit, serve};
 pub use service::{Ports, Service};
 pub use settings::{LogFormat, Settings, parse_duration};
 pub use signals::{Shutdown, ShutdownTrigger, Signal};

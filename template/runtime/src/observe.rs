@@ -69,6 +69,7 @@ async fn log(mut snapshots: watch::Receiver<Snapshot>) {
                 connections_cut = report.cut.connections,
                 tasks_cut = report.tasks_cut,
                 resources_not_closed = report.resources_not_closed,
+                exit_code = report.exit_code(),
                 "shutdown complete"
             );
             return;

@@ -4,6 +4,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// Exit code when everything finished within its budget.
+pub const EXIT_CLEAN: u8 = 0;
+/// Exit code when the service could not start (a port in use, startup work failed).
+pub const EXIT_STARTUP_FAILED: u8 = 1;
+/// Exit code for a refused configuration (the same as for a bad command line).
+pub const EXIT_BAD_CONFIG: u8 = 2;
+/// Exit code when a deadline cut requests, connections, tasks or resources short.
+pub const EXIT_DEADLINE_EXCEEDED: u8 = 3;
+
 /// What the hard deadline cut, if anything.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Cut {
@@ -33,6 +42,15 @@ impl Report {
     /// True when everything finished within its budget.
     pub fn is_clean(&self) -> bool {
         self.cut == Cut::default() && self.tasks_cut == 0 && self.resources_not_closed == 0
+    }
+
+    /// [`EXIT_CLEAN`], or [`EXIT_DEADLINE_EXCEEDED`] when something was cut.
+    pub fn exit_code(&self) -> u8 {
+        if self.is_clean() {
+            EXIT_CLEAN
+        } else {
+            EXIT_DEADLINE_EXCEEDED
+        }
     }
 
     /// The outcome as metrics label it.

@@ -11,12 +11,12 @@ use crate::{
     error::{Error, describe},
     http::{self, HttpServer},
     lifecycle::{Lifecycle, State},
-    listeners::Listeners,
+    listeners::{Listener, Listeners},
     metrics::Metrics,
     observe::Observers,
     pod::OwnPod,
     readiness::ReadinessChecks,
-    report::Report,
+    report::{EXIT_CLEAN, EXIT_STARTUP_FAILED, Report},
     resources::Resources,
     service::Service,
     settings::Settings,
@@ -25,15 +25,6 @@ use crate::{
     startup::Startup,
     tasks::BackgroundTasks,
 };
-
-/// Exit code when everything finished within its budget.
-pub const EXIT_CLEAN: u8 = 0;
-/// Exit code when the service could not start (a port in use, startup work failed).
-pub const EXIT_STARTUP_FAILED: u8 = 1;
-/// Exit code for a refused configuration (the same as for a bad command line).
-pub const EXIT_BAD_CONFIG: u8 = 2;
-/// Exit code when a deadline cut requests, connections, tasks or resources short.
-pub const EXIT_DEADLINE_EXCEEDED: u8 = 3;
 
 /// How the service ended.
 #[derive(Debug)]
@@ -53,8 +44,7 @@ impl Exit {
     /// [`EXIT_DEADLINE_EXCEEDED`], or 128 + the signal's number when forced.
     pub fn code(&self) -> u8 {
         match self {
-            Exit::Shutdown(report) if report.is_clean() => EXIT_CLEAN,
-            Exit::Shutdown(_) => EXIT_DEADLINE_EXCEEDED,
+            Exit::Shutdown(report) => report.exit_code(),
             Exit::DuringStartup(_) => EXIT_CLEAN,
             Exit::Forced(signal) => signal.exit_code(),
             Exit::StartupFailed(_) => EXIT_STARTUP_FAILED,
@@ -79,69 +69,33 @@ where
     Fut: Future<Output = Result<Router, E>>,
     E: Into<Error>,
 {
-    let metrics = match Metrics::new(service) {
-        Ok(metrics) => metrics,
-        Err(error) => return Exit::StartupFailed(format!("registering metrics: {error}")),
+    let core = match Core::new(service, settings).await {
+        Ok(core) => core,
+        Err(error) => return Exit::StartupFailed(error),
     };
-    metrics.publish_budget(&settings);
-    let lifecycle = Lifecycle::new();
-    let pod = OwnPod::connect(settings.kube_integration, service.name).await;
-    let observers = Observers::start(&lifecycle, &metrics, &pod);
-
-    let startup = Startup {
-        resources: Resources::default(),
-        checks: ReadinessChecks::default(),
-        tasks: BackgroundTasks::default(),
-        registry: metrics.registry().clone(),
-    };
-    let _admin = admin::spawn(
-        listeners.admin,
-        Admin {
-            lifecycle: lifecycle.clone(),
-            metrics: metrics.clone(),
-            checks: startup.checks.clone(),
-            prestop_delay: settings.prestop_delay,
-        },
-    );
+    let observers = Observers::start(&core.lifecycle, &core.metrics, &core.pod);
+    // Probes answer from here on; readiness stays 503 until startup work is done.
+    let _admin = admin::spawn(listeners.admin, core.admin());
 
     let started = tokio::select! {
-        started = start_app(start, startup.clone(), &metrics) => started,
+        started = start_app(start, core.startup.clone(), &core.metrics) => started,
         signal = shutdown.next() => Err(Abandoned::Signalled(signal)),
     };
     let routes = match started {
         Ok(routes) => routes,
-        Err(abandoned) => return abandon_startup(abandoned, startup, &settings).await,
+        Err(abandoned) => return abandon_startup(abandoned, &core).await,
     };
-    startup.checks.spawn_all(&startup.tasks, &metrics);
-
-    let router = http::guard(routes, &metrics, &settings);
-    let server = HttpServer::new(
-        listeners.http,
-        router,
-        lifecycle.clone(),
-        metrics.clone(),
-        &settings,
-    );
-    let in_flight = server.requests_in_flight();
-    let serving = tokio::spawn(server.serve());
-    lifecycle.advance(State::Ready);
-    let budget = settings.budget();
-    pod.check_budget(budget, settings.prestop_delay, &metrics);
+    let stoppable = core.serve(listeners.http, routes);
 
     let signal = shutdown.next().await;
     let signalled_at = Instant::now();
     tracing::info!(signal = signal.name, "shutdown signal received");
-    let stoppable = Stoppable {
-        serving,
-        in_flight,
-        tasks: startup.tasks,
-        resources: startup.resources,
-    };
+    let budget = core.settings.budget();
     let sequence = shutdown::run(
         signalled_at,
         budget,
-        pod.fit(budget, signalled_at),
-        &lifecycle,
+        core.pod.fit(budget, signalled_at),
+        &core.lifecycle,
         stoppable,
     );
     tokio::select! {
@@ -156,6 +110,72 @@ where
                 "second signal: exiting at once"
             );
             Exit::Forced(second)
+        }
+    }
+}
+
+/// What every phase of a service's life shares.
+struct Core {
+    settings: Settings,
+    metrics: Metrics,
+    lifecycle: Lifecycle,
+    pod: OwnPod,
+    /// What the app's startup work registers with.
+    startup: Startup,
+}
+
+impl Core {
+    async fn new(service: Service, settings: Settings) -> Result<Core, String> {
+        let metrics =
+            Metrics::new(service).map_err(|error| format!("registering metrics: {error}"))?;
+        metrics.publish_budget(&settings);
+        let startup = Startup {
+            resources: Resources::default(),
+            checks: ReadinessChecks::default(),
+            tasks: BackgroundTasks::default(),
+            registry: metrics.registry().clone(),
+        };
+        Ok(Core {
+            pod: OwnPod::connect(settings.kube_integration, service.name).await,
+            lifecycle: Lifecycle::new(),
+            settings,
+            metrics,
+            startup,
+        })
+    }
+
+    fn admin(&self) -> Admin {
+        Admin {
+            lifecycle: self.lifecycle.clone(),
+            metrics: self.metrics.clone(),
+            checks: self.startup.checks.clone(),
+            prestop_delay: self.settings.prestop_delay,
+        }
+    }
+
+    /// Serves `routes` behind the request guards and reports ready; returns what the
+    /// shutdown sequence will stop.
+    fn serve(&self, listener: Listener, routes: Router) -> Stoppable {
+        let (settings, metrics) = (&self.settings, &self.metrics);
+        self.startup.checks.spawn_all(&self.startup.tasks, metrics);
+        let router = http::guard(routes, metrics, settings);
+        let server = HttpServer::new(
+            listener,
+            router,
+            self.lifecycle.clone(),
+            metrics.clone(),
+            settings,
+        );
+        let in_flight = server.requests_in_flight();
+        let serving = tokio::spawn(server.serve());
+        self.lifecycle.advance(State::Ready);
+        self.pod
+            .check_budget(settings.budget(), settings.prestop_delay, metrics);
+        Stoppable {
+            serving,
+            in_flight,
+            tasks: self.startup.tasks.clone(),
+            resources: self.startup.resources.clone(),
         }
     }
 }
@@ -187,7 +207,7 @@ where
 }
 
 /// Stops and closes what startup work had already started and opened.
-async fn abandon_startup(abandoned: Abandoned, startup: Startup, settings: &Settings) -> Exit {
+async fn abandon_startup(abandoned: Abandoned, core: &Core) -> Exit {
     let exit = match abandoned {
         Abandoned::Failed(error) => {
             tracing::error!(%error, "startup work failed");
@@ -201,8 +221,8 @@ async fn abandon_startup(abandoned: Abandoned, startup: Startup, settings: &Sett
             Exit::DuringStartup(signal)
         }
     };
-    let deadline = Instant::now() + settings.shutdown_cleanup_timeout;
-    startup.tasks.stop_by(deadline).await;
-    startup.resources.close_all(deadline).await;
+    let deadline = Instant::now() + core.settings.shutdown_cleanup_timeout;
+    core.startup.tasks.stop_by(deadline).await;
+    core.startup.resources.close_all(deadline).await;
     exit
 }

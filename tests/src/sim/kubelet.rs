@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use crate::http1::{self, OneShot};
+use crate::http1::{self, Request};
 use tokio::{process::Command, sync::watch, time::Instant};
 
 use super::{
@@ -412,9 +412,10 @@ async fn http_get(
     path: &str,
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
-    let probe = OneShot {
+    let probe = Request {
         user_agent: "kube-probe/sim",
-        ..OneShot::get(path)
+        ..Request::get(path)
     };
-    http1::once(addr, probe, timeout).await
+    let response = http1::once(addr, probe, timeout).await?;
+    Ok((response.status, response.text()))
 }

@@ -23,15 +23,10 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::TcpStream,
-    sync::mpsc,
-    time::Instant,
-};
+use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::http1::Head;
+use crate::http1::{Connection, Request};
 
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
@@ -60,7 +55,9 @@ impl Default for LoadConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum ClientKind {
     Standard,
     Strict,
@@ -76,7 +73,9 @@ impl ClientKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Failure {
     /// The connection could not be made.
     Connect,
@@ -100,7 +99,7 @@ impl Failure {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
     pub client: ClientKind,
     pub slow: bool,
@@ -187,6 +186,15 @@ struct Call {
 }
 
 impl Call {
+    fn request(&self) -> Request<'_> {
+        Request {
+            method: self.method,
+            path: &self.path,
+            body: self.body,
+            user_agent: "load",
+        }
+    }
+
     /// The `turn`-th request of a client: slow when `slow` is set, else GET and POST in turn.
     fn nth(turn: u64, slow: Option<Duration>) -> Call {
         match slow {
@@ -256,100 +264,58 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> Failure {
 
 /// One request on a connection of its own, closed after the response.
 async fn fresh_call(target: SocketAddr, call: &Call) -> Result<u16, Failure> {
-    let stream = TcpStream::connect(target)
+    let mut connection = Connection::open(target)
         .await
         .map_err(|_| Failure::Connect)?;
-    let _ = stream.set_nodelay(true);
-    let (status, _) = exchange(stream, call, false).await?;
-    Ok(status)
+    let response = connection
+        .send(&call.request(), true)
+        .await
+        .map_err(failure)?;
+    Ok(response.status)
 }
 
 /// Keep-alive connections, most recently used first, as hyper's pool picks them.
 #[derive(Default)]
 struct StrictPool {
-    idle: Mutex<Vec<TcpStream>>,
+    idle: Mutex<Vec<Connection>>,
 }
 
 impl StrictPool {
     async fn call(&self, target: SocketAddr, call: &Call) -> Result<u16, Failure> {
-        let stream = match self.take_open() {
-            Some(stream) => stream,
-            None => TcpStream::connect(target)
+        let mut connection = match self.take_open() {
+            Some(connection) => connection,
+            None => Connection::open(target)
                 .await
                 .map_err(|_| Failure::Connect)?,
         };
-        let _ = stream.set_nodelay(true);
-        let (status, keep) = exchange(stream, call, true).await?;
-        if let Some(stream) = keep {
-            self.idle.lock().unwrap().push(stream);
+        let response = connection
+            .send(&call.request(), false)
+            .await
+            .map_err(failure)?;
+        if !response.close {
+            self.idle.lock().unwrap().push(connection);
         }
-        Ok(status)
+        Ok(response.status)
     }
 
     /// An idle connection the server has not closed, as a careful client checks before reuse.
-    fn take_open(&self) -> Option<TcpStream> {
+    fn take_open(&self) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap();
-        while let Some(stream) = idle.pop() {
-            let mut probe = [0u8; 1];
-            match stream.try_read(&mut probe) {
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                    return Some(stream);
-                }
-                _ => continue, // closed, reset, or bytes nobody asked for
+        while let Some(connection) = idle.pop() {
+            if connection.is_reusable() {
+                return Some(connection);
             }
         }
         None
     }
 }
 
-/// One request and its response; returns the connection if it may be reused.
-async fn exchange(
-    mut stream: TcpStream,
-    call: &Call,
-    keep_alive: bool,
-) -> Result<(u16, Option<TcpStream>), Failure> {
-    let connection = if keep_alive {
-        ""
+/// A connection that ends or breaks mid-exchange is `Closed`; an answer that is not HTTP is
+/// something else.
+fn failure(error: std::io::Error) -> Failure {
+    if error.kind() == std::io::ErrorKind::InvalidData {
+        Failure::Other(error.to_string())
     } else {
-        "Connection: close\r\n"
-    };
-    let Call { method, path, body } = call;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: service\r\n{connection}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|_| Failure::Closed)?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    read_line(&mut reader, &mut line).await?;
-    let mut head = Head::from_status_line(&line).map_err(Failure::Other)?;
-    loop {
-        line.clear();
-        read_line(&mut reader, &mut line).await?;
-        if !head.header(&line).map_err(Failure::Other)? {
-            break;
-        }
-    }
-    let Head {
-        status,
-        length,
-        close,
-    } = head;
-    let mut body = vec![0; length];
-    reader
-        .read_exact(&mut body)
-        .await
-        .map_err(|_| Failure::Closed)?;
-    Ok((status, (keep_alive && !close).then(|| reader.into_inner())))
-}
-
-/// One line of the response; the connection ending first is a failure like any other.
-async fn read_line(reader: &mut BufReader<TcpStream>, line: &mut String) -> Result<(), Failure> {
-    match reader.read_line(line).await {
-        Ok(0) | Err(_) => Err(Failure::Closed),
-        Ok(_) => Ok(()),
+        Failure::Closed
     }
 }

@@ -13,7 +13,7 @@ use super::{
     timeline::{Event, Happening, Timeline},
 };
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PodEnd {
     pub pod: String,
     pub exit_code: Option<i32>,
@@ -23,7 +23,7 @@ pub struct PodEnd {
     pub last_draining: Option<f64>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     pub scenario: String,
     pub outcomes: Vec<Outcome>,
@@ -210,7 +210,70 @@ impl Report {
         std::fs::write(&timeline, lines)?;
         let plot = dir.join(format!("{name}.svg"));
         std::fs::write(&plot, super::plot::svg(self))?;
+        let report = serde_json::to_string(self).map_err(std::io::Error::other)?;
+        std::fs::write(Report::path(dir, &self.scenario), report)?;
         Ok((timeline, plot))
+    }
+
+    /// Where [`Report::write`] keeps the report itself, for [`Report::read`].
+    pub fn path(dir: &Path, scenario: &str) -> PathBuf {
+        dir.join(format!("{}.report.json", slug(scenario)))
+    }
+
+    /// A report written by another process (the demo's, for its test).
+    pub fn read(path: &Path) -> std::io::Result<Report> {
+        let text = std::fs::read_to_string(path)?;
+        serde_json::from_str(&text).map_err(std::io::Error::other)
+    }
+
+    /// What a rollout that lost nothing must show, as broken expectations (none when clean):
+    /// thousands of requests, not one failed at any client or at the proxy, `old_pods` pods
+    /// that all exited 0 without SIGKILL or a failed liveness probe, and slow requests that
+    /// were in flight at a deletion and still finished.
+    pub fn clean_rollout_problems(&self, old_pods: usize) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut expect = |holds: bool, expectation: String| {
+            if !holds {
+                problems.push(expectation);
+            }
+        };
+        expect(
+            self.outcomes.len() > 5_000,
+            "more than 5000 requests under load".into(),
+        );
+        for client in ClientKind::ALL {
+            expect(
+                self.failed(client) == 0,
+                format!("no failed request from the {client:?} client"),
+            );
+        }
+        expect(
+            self.proxy.upstream_errors == 0,
+            "the proxy never reaching a pod that stopped listening".into(),
+        );
+        expect(self.sigkills() == 0, "no SIGKILL".into());
+        expect(
+            self.pods.len() == old_pods,
+            format!("{old_pods} old pods to end"),
+        );
+        expect(
+            self.pods.iter().all(|pod| pod.exit_code == Some(0)),
+            "every old pod to exit 0".into(),
+        );
+        let (slow_across, slow_failed) = self.slow_across_deletions();
+        expect(
+            slow_across > 0,
+            "slow requests in flight at a deletion".into(),
+        );
+        expect(
+            slow_failed == 0,
+            "every slow request in flight at a deletion to finish".into(),
+        );
+        expect(
+            self.liveness_failures == 0,
+            "no failed liveness probe".into(),
+        );
+        problems
     }
 }
 

@@ -9,7 +9,7 @@ use std::{
 };
 
 /// Something one part of the simulation did or saw.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Happening {
     // A pod, as its kubelet sees it.
@@ -129,7 +129,7 @@ impl fmt::Display for Happening {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     /// Seconds since the simulation started.
     pub at: f64,

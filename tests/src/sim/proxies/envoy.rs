@@ -9,7 +9,7 @@ use tokio::{process::Command, sync::watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{Counters, ProxyTally, Started, admin_call, spawn, wait_listening};
-use crate::{chart::tool, http1::OneShot, sim::network::Routed};
+use crate::{chart::tool, http1::Request, sim::network::Routed};
 
 pub(super) async fn start(
     dir: &Path,
@@ -134,7 +134,7 @@ fn write_assignment(eds: &Path, routed: &[Routed]) -> Result<(), String> {
 
 /// Upstream connection failures, resets and retries from the cluster's counters.
 pub(super) async fn tally(admin: SocketAddr) -> Result<ProxyTally, String> {
-    let stats = admin_call(admin, OneShot::get("/stats?filter=^cluster\\.pods\\.")).await?;
+    let stats = admin_call(admin, Request::get("/stats?filter=^cluster\\.pods\\.")).await?;
     let counter = |name: &str| -> u64 {
         stats
             .lines()

@@ -24,10 +24,10 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::network::{Endpoints, Proxy};
-use crate::http1::{self, OneShot};
+use crate::http1::{self, Request};
 
 /// Which proxy routes the clients' connections to the pods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Balancer {
     /// The simulator's stand-in for kube-proxy: picks a pod per new connection, no retries.
     KubeProxy,
@@ -56,7 +56,7 @@ impl Balancer {
 }
 
 /// What a proxy saw go wrong upstream, by its own counters or logs.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ProxyTally {
     /// Connections refused or reset, and responses cut, between the proxy and a pod.
     pub upstream_errors: u64,
@@ -204,11 +204,15 @@ async fn wait_listening(addr: SocketAddr, process: &mut Child, dir: &Path) -> Re
 
 /// A request to a proxy's own admin or configuration endpoint; its body, unless the proxy
 /// answered other than 200.
-async fn admin_call(addr: SocketAddr, request: OneShot<'_>) -> Result<String, String> {
+async fn admin_call(addr: SocketAddr, request: Request<'_>) -> Result<String, String> {
     let (method, path) = (request.method, request.path);
     match http1::once(addr, request, Duration::from_secs(10)).await {
-        Ok((200, body)) => Ok(body),
-        Ok((status, body)) => Err(format!("{method} {path}: {status} {body}")),
+        Ok(response) if response.status == 200 => Ok(response.text()),
+        Ok(response) => Err(format!(
+            "{method} {path}: {} {}",
+            response.status,
+            response.text()
+        )),
         Err(err) => Err(format!("{method} {path}: {err}")),
     }
 }

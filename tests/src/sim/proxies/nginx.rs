@@ -9,7 +9,7 @@ use tokio::{process::Command, sync::watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{Counters, ProxyTally, Started, admin_call, spawn, wait_listening};
-use crate::{chart::tool, http1::OneShot, sim::network::Routed};
+use crate::{chart::tool, http1::Request, sim::network::Routed};
 
 pub(super) async fn start(
     dir: &Path,
@@ -29,11 +29,7 @@ pub(super) async fn start(
     tokio::spawn(async move {
         loop {
             let body = peers(&routed.borrow_and_update());
-            let post = OneShot {
-                method: "POST",
-                body: &body,
-                ..OneShot::get("/configuration/backends")
-            };
+            let post = Request::post("/configuration/backends", &body);
             if let Err(err) = admin_call(configuration, post).await {
                 eprintln!("nginx configuration: {err}");
             }

@@ -16,7 +16,7 @@ use kube_service_template_tests::{
     Generated,
     chart::{Chart, Render},
     free_loopback_address, generate,
-    http1::Connection,
+    http1::{self, Connection, Request},
     scratch,
     service::{RunningService, rss_kib},
     shared_target_dir,
@@ -221,9 +221,10 @@ fn main() {
 }
 
 /// Lifecycle lines stay on in every run: they tell when the service is ready.
-const LOGS: &str = "warn,bench_service=info";
+const LOGS: &str = "warn,bench_service=info,kube_service_runtime=info";
 /// The same without the per-request `request` span.
-const LOGS_WITHOUT_SPANS: &str = "warn,bench_service=info,bench_service::http::middleware=warn";
+const LOGS_WITHOUT_SPANS: &str =
+    "warn,bench_service=info,kube_service_runtime=info,kube_service_runtime::http::middleware=warn";
 
 fn start_ours(binary: &Path, drain: &str) -> RunningService {
     start_ours_logging(binary, drain, LOGS)
@@ -269,21 +270,25 @@ fn ready_and_rss<S: Measured>(start: impl Fn() -> S) -> (Duration, u64) {
 /// requests in flight.
 fn sigterm_to_exit(binary: &Path, idle: usize, slow: usize) -> Duration {
     let mut service = start_ours(binary, &format!("{}ms", DRAIN_DELAY.as_millis()));
-    let connections: Vec<Connection> = (0..idle)
-        .map(|_| {
-            let mut connection = Connection::open(service.http, Duration::from_secs(5)).unwrap();
-            assert_eq!(connection.get("/").unwrap().status, 200);
-            connection
-        })
-        .collect();
+    let clients = client_runtime();
     let http = service.http;
+    let connections: Vec<Connection> = clients.block_on(async {
+        let mut connections = Vec::with_capacity(idle);
+        for _ in 0..idle {
+            let mut connection = Connection::open(http).await.unwrap();
+            let answer = connection.send(&Request::get("/"), false).await.unwrap();
+            assert_eq!(answer.status, 200);
+            connections.push(connection);
+        }
+        connections
+    });
+    let path = format!("/slow?ms={}", SLOW.as_millis());
     let requests: Vec<_> = (0..slow)
         .map(|_| {
-            std::thread::spawn(move || {
-                Connection::open(http, Duration::from_secs(30))
-                    .and_then(|mut connection| {
-                        connection.get(&format!("/slow?ms={}", SLOW.as_millis()))
-                    })
+            let path = path.clone();
+            clients.spawn(async move {
+                http1::once(http, Request::get(&path), Duration::from_secs(30))
+                    .await
                     .map(|response| response.status)
             })
         })
@@ -294,14 +299,23 @@ fn sigterm_to_exit(binary: &Path, idle: usize, slow: usize) -> Duration {
     assert!(service.wait().success(), "the service exits cleanly");
     let took = signalled.elapsed();
     for request in requests {
-        assert_eq!(
-            request.join().unwrap().unwrap(),
-            200,
-            "slow requests finish"
-        );
+        let status = clients.block_on(request).unwrap().unwrap();
+        assert_eq!(status, 200, "slow requests finish");
     }
     drop(connections);
     took
+}
+
+/// The clients' own runtime: two threads, beside the server under test.
+fn client_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a Tokio runtime for the clients")
+    })
 }
 
 /// Failed requests (standard + strict clients) in a simulated rollout, ours then the baseline.
@@ -314,9 +328,8 @@ fn rollout_failures(project: &Generated, binary: &Path) -> (String, String) {
     let mut stripped = deployment.clone();
     baseline::strip_drain(&mut stripped);
     let out = scratch("bench-rollouts");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
     let tally = |deployment, name| {
-        let report = runtime
+        let report = client_runtime()
             .block_on(sim::rolling_update(
                 binary,
                 deployment,
@@ -363,10 +376,7 @@ fn instructions_per_request(binary: &Path, env: &[(&str, &str)], addr: SocketAdd
         .spawn()
         .expect("valgrind runs");
     let started = Instant::now();
-    while Connection::open(addr, Duration::from_secs(5))
-        .and_then(|mut connection| connection.get("/"))
-        .is_err()
-    {
+    while http1::blocking_get(addr, "/", Duration::from_secs(5)).is_err() {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "{} never answered under callgrind",
@@ -386,16 +396,19 @@ fn instructions_per_request(binary: &Path, env: &[(&str, &str)], addr: SocketAdd
     control("--zero");
     let clients: Vec<_> = (0..COUNTED_CONNECTIONS)
         .map(|_| {
-            std::thread::spawn(move || {
-                let mut connection = Connection::open(addr, Duration::from_secs(30)).unwrap();
+            client_runtime().spawn(async move {
+                let mut connection = Connection::open(addr).await.unwrap();
                 for _ in 0..COUNTED_REQUESTS_EACH {
-                    assert_eq!(connection.get("/").unwrap().status, 200);
+                    let answer = connection.send(&Request::get("/"), false).await.unwrap();
+                    assert_eq!(answer.status, 200);
                 }
             })
         })
         .collect();
     for client in clients {
-        client.join().expect("a counting client failed");
+        client_runtime()
+            .block_on(client)
+            .expect("a counting client failed");
     }
     control("--dump");
     let _ = server.kill();

@@ -1,7 +1,11 @@
-//! The README's main command works: the demo generates a service, rolls it under load in the
-//! simulator and reports zero failed requests.
+//! The README's main command works: the demo generates a service, rolls three replicas of
+//! the default chart under load in the simulator, and loses nothing. This is also the suite's
+//! proof that the chart's defaults lose no request behind kube-proxy: the report the demo
+//! writes is held to every expectation of a clean rollout.
 
-use std::process::Command;
+use std::{path::Path, process::Command};
+
+use kube_service_template_tests::sim::report::Report;
 
 #[test]
 fn the_demo_rolls_a_generated_service_under_load_without_a_failed_request() {
@@ -35,10 +39,24 @@ fn the_demo_rolls_a_generated_service_under_load_without_a_failed_request() {
             "the demo did not show {step:?}:\n{stdout}"
         );
     }
-    let plot = stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("plot:"))
-        .expect("the demo names its plot");
-    let svg = std::fs::read_to_string(plot.trim()).expect("the plot exists");
+    let named = |label: &str| {
+        stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(label))
+            .unwrap_or_else(|| panic!("the demo names its {label}"))
+            .trim()
+            .to_owned()
+    };
+    let plot = named("plot:");
+    let svg = std::fs::read_to_string(&plot).expect("the plot exists");
     assert!(svg.starts_with("<svg"), "expected an SVG at {plot}");
+
+    let report = Report::read(Path::new(&named("report:"))).expect("the demo's report reads back");
+    let problems = report.clean_rollout_problems(3);
+    assert!(
+        problems.is_empty(),
+        "expected {}:\n{}",
+        problems.join("; "),
+        report.summary()
+    );
 }

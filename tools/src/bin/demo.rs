@@ -3,14 +3,15 @@
 //! as it happens: the kubelet's view (deletion, preStop, SIGTERM, exit), the endpoints and
 //! proxy's view (a propagation lag later), and the service's own log lines (`│`).
 //!
-//! Ends with the tally and the picture; fails unless no request failed.
+//! Ends with the tally and the picture; fails unless the rollout lost nothing
+//! ([`Report::clean_rollout_problems`]).
 
 use std::path::PathBuf;
 
 use kube_service_template_tests::{
     chart::{Chart, Render},
     generate, scratch, shared_target_dir,
-    sim::{self, Scenario},
+    sim::{self, Scenario, report::Report},
 };
 
 #[tokio::main]
@@ -50,12 +51,13 @@ async fn main() {
     print!("{}", report.summary());
     println!("timeline: {}", timeline.display());
     println!("plot:     {}", plot.display());
-    let failed = report
-        .outcomes
-        .iter()
-        .filter(|outcome| outcome.failure.is_some())
-        .count();
-    if failed > 0 || report.sigkills() > 0 {
+    println!(
+        "report:   {}",
+        Report::path(&out_dir, &scenario.name).display()
+    );
+    let problems = report.clean_rollout_problems(3);
+    if !problems.is_empty() {
+        println!("\nexpected, and did not see: {}", problems.join("; "));
         std::process::exit(1);
     }
 }
