@@ -3,8 +3,9 @@
 # but printed no result crashed; no file at all means the build failed.
 #
 # Generated projects' own `cargo test` output can appear inside a failed test's captured
-# stdout, so results are read only from the runner's own lines: `test x ... FAILED` before
-# the file's `failures:` section, and the file's last `test result:` line.
+# stdout (quoted behind `│ ` by the suite's helpers), so results are read only from the
+# runner's own lines: `test x ... FAILED` before the file's `failures:` section, and the
+# file's last `test result:` line.
 
 function start(name) {
     files[++count] = name

@@ -123,6 +123,14 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// `text`, each line behind `│ `.
+fn quoted(text: &[u8]) -> String {
+    String::from_utf8_lossy(text)
+        .lines()
+        .map(|line| format!("  │ {line}\n"))
+        .collect()
+}
+
 /// A project produced by `cargo generate`.
 pub struct Generated {
     pub dir: PathBuf,
@@ -237,7 +245,9 @@ impl Generated {
         }
     }
 
-    /// Runs `cargo <args>` and fails the test with its output unless it succeeds.
+    /// Runs `cargo <args>` and fails the test with its output unless it succeeds. The
+    /// output is quoted behind `│ `, so that the project's own `cargo test` lines cannot be
+    /// mistaken for the suite's (`scripts/test-summary.awk` reads those).
     pub fn cargo_ok(&self, args: &[&str]) {
         let output = self.cargo(args);
         assert!(
@@ -245,8 +255,8 @@ impl Generated {
             "cargo {} failed in {}:\n{}{}",
             args.join(" "),
             self.dir.display(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+            quoted(&output.stdout),
+            quoted(&output.stderr)
         );
     }
 

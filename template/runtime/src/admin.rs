@@ -102,7 +102,7 @@ async fn startupz(State(admin): State<Admin>) -> (StatusCode, &'static str) {
 async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-        admin.metrics.render(),
+        admin.metrics.render(admin.lifecycle.state()),
     )
 }
 

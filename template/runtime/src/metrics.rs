@@ -224,8 +224,11 @@ impl Metrics {
         self.draining.set(i64::from(current >= State::Draining));
     }
 
-    /// The registry in the Prometheus text exposition format.
-    pub(crate) fn render(&self) -> String {
+    /// The registry in the Prometheus text exposition format, with the lifecycle gauges
+    /// set to `state` (read by the caller at the scrape), so that a scrape always agrees
+    /// with the probes.
+    pub(crate) fn render(&self, state: State) -> String {
+        self.set_state(state);
         if let Some(started) = self.shutdown_started.get() {
             self.shutdown_elapsed.set(started.elapsed().as_secs_f64());
         }
@@ -250,13 +253,12 @@ fn build_info(service: Service) -> prometheus::Result<IntGaugeVec> {
     Ok(info)
 }
 
-/// Follows the lifecycle until it stops: the state gauges, the shutdown clock, and the
-/// shutdown's outcome once it is known.
+/// Follows the lifecycle until it stops: the shutdown clock, the budget if it shrank, and
+/// the shutdown's outcome once it is known. (The state gauges are read at each scrape.)
 pub(crate) async fn observe(metrics: Metrics, mut snapshots: watch::Receiver<Snapshot>) {
     let mut drain_seen = false;
     while snapshots.changed().await.is_ok() {
         let snapshot = snapshots.borrow_and_update().clone();
-        metrics.set_state(snapshot.state);
         if let Some(drain) = snapshot.drain.filter(|_| !drain_seen) {
             drain_seen = true;
             let _ = metrics.shutdown_started.set(drain.signalled_at.into_std());

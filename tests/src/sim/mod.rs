@@ -136,7 +136,7 @@ pub async fn rolling_update(
             Happening::LoadStarted {
                 rate: scenario.load.rate,
                 slow_every: scenario.load.slow_every,
-                slow_ms: scenario.load.slow.as_millis(),
+                slow_ms: scenario.load.slow.as_millis() as u64,
             },
         );
         let load = tokio::spawn(load::run(

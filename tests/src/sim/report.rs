@@ -286,3 +286,53 @@ pub fn slug(name: &str) -> String {
         .collect();
     words.join("-")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_report_reads_back_whole() {
+        let events = vec![
+            Event {
+                at: 8.3,
+                source: "load".into(),
+                what: Happening::LoadStarted {
+                    rate: 500,
+                    slow_every: 50,
+                    slow_ms: 3000,
+                },
+            },
+            Event {
+                at: 9.1,
+                source: "pod-1".into(),
+                what: Happening::Exited { code: 0 },
+            },
+        ];
+        let outcomes = vec![Outcome {
+            client: ClientKind::Fresh,
+            slow: true,
+            sent: Duration::from_millis(8_400),
+            done: Duration::from_millis(11_400),
+            failure: Some(Failure::Other("no status line".into())),
+        }];
+        let report = Report {
+            scenario: "round trip".into(),
+            outcomes,
+            events,
+            rollout: (9.0, 12.5),
+            pods: vec![],
+            liveness_failures: 0,
+            balancer: Balancer::KubeProxy,
+            proxy: ProxyTally::default(),
+        };
+        let dir = crate::scratch("report-round-trip").join(std::process::id().to_string());
+        report.write(&dir).unwrap();
+        let read = Report::read(&Report::path(&dir, "round trip")).unwrap();
+        assert_eq!(
+            serde_json::to_value(&read).unwrap(),
+            serde_json::to_value(&report).unwrap()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -68,7 +68,7 @@ pub enum Happening {
     LoadStarted {
         rate: u32,
         slow_every: u32,
-        slow_ms: u128,
+        slow_ms: u64,
     },
     LoadStopping,
 }
