@@ -394,21 +394,27 @@ fn instructions_per_request(binary: &Path, env: &[(&str, &str)], addr: SocketAdd
         assert!(status.success(), "callgrind_control {option}");
     };
     control("--zero");
+    // One OS thread per connection, each sending its requests one after another: the
+    // arrival pattern the counts have always been taken with.
     let clients: Vec<_> = (0..COUNTED_CONNECTIONS)
         .map(|_| {
-            client_runtime().spawn(async move {
-                let mut connection = Connection::open(addr).await.unwrap();
-                for _ in 0..COUNTED_REQUESTS_EACH {
-                    let answer = connection.send(&Request::get("/"), false).await.unwrap();
-                    assert_eq!(answer.status, 200);
-                }
+            std::thread::spawn(move || {
+                let client = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a Tokio runtime for one client");
+                client.block_on(async {
+                    let mut connection = Connection::open(addr).await.unwrap();
+                    for _ in 0..COUNTED_REQUESTS_EACH {
+                        let answer = connection.send(&Request::get("/"), false).await.unwrap();
+                        assert_eq!(answer.status, 200);
+                    }
+                });
             })
         })
         .collect();
     for client in clients {
-        client_runtime()
-            .block_on(client)
-            .expect("a counting client failed");
+        client.join().expect("a counting client failed");
     }
     control("--dump");
     let _ = server.kill();
