@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+claim_build_cache
 
 scripts/install.sh bench
 cargo run --quiet --release --locked --package kube-service-template-tools --bin bench -- "$@"

@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+claim_build_cache
 
 echo "[demo] first run on 2 cores: about 11 minutes (7 of them installing cargo-generate, once per machine); later runs: about a minute"
 scripts/install.sh demo

@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+claim_build_cache
 
 scripts/install.sh test
 mkdir -p "$KST_CACHE/logs"

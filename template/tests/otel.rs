@@ -143,3 +143,37 @@ fn a_collector_that_never_answers_cannot_hold_the_shutdown() {
             .is_some_and(|message| message.starts_with("trace export did not flush"))
     });
 }
+
+/// A cluster-wide `OTEL_EXPORTER_OTLP_PROTOCOL=grpc` must not stop the pod: the service warns
+/// and exports over the protocol it has.
+#[test]
+fn an_unsupported_protocol_is_a_warning_not_a_crash() {
+    let (collector, received) = collector(true);
+    let endpoint = format!("http://{collector}");
+    let mut service = Service::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("SHUTDOWN_DRAIN_DELAY", "100ms"),
+    ]);
+    let warning = service.wait_for_log_where(|line| {
+        line["level"] == "WARN"
+            && line["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("OTEL_EXPORTER_OTLP_PROTOCOL=grpc"))
+    });
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("http/protobuf"),
+        "{warning}"
+    );
+    assert_eq!(get(service.http, "/").status, 200);
+
+    service.signal(libc::SIGTERM);
+    assert_eq!(service.wait_exit(), 0);
+    let (path, _) = received
+        .recv_timeout(support::PATIENCE)
+        .expect("spans still reach the collector");
+    assert_eq!(path, "/v1/traces");
+}

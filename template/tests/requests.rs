@@ -20,6 +20,15 @@ fn probes_answer_on_the_admin_port_only() {
 }
 
 #[test]
+fn shutdown_outcomes_are_counted_from_zero() {
+    let service = Service::start(&[]);
+    for outcome in ["clean", "deadline_exceeded"] {
+        let sample = [r#"shutdowns_total{outcome=""#, outcome, r#""}"#].concat();
+        assert_eq!(service.metric(&sample), 0.0, "{sample}");
+    }
+}
+
+#[test]
 fn a_panic_becomes_a_500_and_the_process_lives_on() {
     let mut service = Service::start(&[("DEBUG_ROUTES", "true")]);
     let response = get(service.http, "/panic");

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::{
     lifecycle::{Snapshot, State},
+    report::Report,
     service::Service,
     settings::Settings,
 };
@@ -156,6 +157,10 @@ impl Metrics {
             shutdown_started: OnceLock::new(),
         };
         metrics.register_all(service)?;
+        // At 0 from the start, so that the first shutdown is an increase like any other.
+        for outcome in Report::OUTCOMES {
+            metrics.shutdowns.with_label_values(&[outcome]);
+        }
         let metrics = Metrics(Arc::new(metrics));
         metrics.set_state(State::Starting);
         Ok(metrics)

@@ -53,12 +53,15 @@ impl Report {
         }
     }
 
-    /// The outcome as metrics label it.
+    /// The outcome as metrics label it: one of [`Report::OUTCOMES`].
     pub fn outcome(&self) -> &'static str {
         if self.is_clean() {
-            "clean"
+            Report::OUTCOMES[0]
         } else {
-            "deadline_exceeded"
+            Report::OUTCOMES[1]
         }
     }
+
+    /// Every outcome a shutdown can have.
+    pub const OUTCOMES: [&'static str; 2] = ["clean", "deadline_exceeded"];
 }

@@ -81,6 +81,12 @@ pub(crate) fn init(service_name: &'static str, format: LogFormat) -> anyhow::Res
         EXPORTING_TRACES.store(exporter.is_some(), Ordering::Relaxed);
         match &exporter {
             Some(exporter) => {
+                if let Some((variable, protocol)) = &exporter.unsupported {
+                    tracing::warn!(
+                        "{variable}={protocol} is not supported by this build: exporting over \
+                         http/protobuf instead (the collector's OTLP/HTTP port, usually 4318)"
+                    );
+                }
                 tracing::info!(endpoint = %exporter.endpoint, "exporting traces over OTLP")
             }
             None => {

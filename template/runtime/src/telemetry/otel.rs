@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use opentelemetry::{global, propagation::Extractor, trace::TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt};
 use tracing_subscriber::registry::LookupSpan;
@@ -15,6 +16,8 @@ use tracing_subscriber::registry::LookupSpan;
 pub(super) struct Exporter {
     provider: SdkTracerProvider,
     pub(super) endpoint: String,
+    /// A protocol asked for that this build cannot speak, to warn about once logs are up.
+    pub(super) unsupported: Option<(&'static str, String)>,
 }
 
 impl Exporter {
@@ -34,17 +37,18 @@ impl Exporter {
         else {
             return Ok(None);
         };
-        if let Some(protocol) =
-            var("OTEL_EXPORTER_OTLP_PROTOCOL").filter(|protocol| protocol != "http/protobuf")
-        {
-            anyhow::bail!(
-                "OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported by this build; \
-                 use http/protobuf (the OTLP/HTTP port, usually 4318)"
-            );
-        }
-
+        // OpenTelemetry's rule for settings an SDK cannot honour: say so and carry on. A
+        // cluster-wide `grpc` must not stop every pod from starting.
+        let unsupported = [
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ]
+        .into_iter()
+        .find_map(|name| var(name).map(|value| (name, value)))
+        .filter(|(_, protocol)| protocol != "http/protobuf");
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .build()?;
         let mut resource = Resource::builder();
         if var("OTEL_SERVICE_NAME").is_none() {
@@ -55,7 +59,11 @@ impl Exporter {
             .with_resource(resource.build())
             .build();
         global::set_text_map_propagator(TraceContextPropagator::new());
-        Ok(Some(Self { provider, endpoint }))
+        Ok(Some(Self {
+            provider,
+            endpoint,
+            unsupported,
+        }))
     }
 
     pub(super) fn layer<S>(&self) -> OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>
