@@ -14,7 +14,9 @@ use tokio::{
 pub struct Request<'a> {
     pub method: &'a str,
     pub path: &'a str,
+    /// Sent with its `Content-Length`; an empty body sends neither.
     pub body: &'a str,
+    /// Left out when empty.
     pub user_agent: &'a str,
 }
 
@@ -75,13 +77,18 @@ impl Connection {
             body,
             user_agent,
         } = request;
-        let close = if last { "Connection: close\r\n" } else { "" };
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {user_agent}\r\n{close}\
-             Content-Length: {}\r\n\r\n",
-            self.host,
-            body.len()
-        );
+        // Only the headers the request needs: what a server parses is part of what it costs.
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        if !user_agent.is_empty() {
+            head.push_str(&format!("User-Agent: {user_agent}\r\n"));
+        }
+        if last {
+            head.push_str("Connection: close\r\n");
+        }
+        if !body.is_empty() {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
         let stream = self.reader.get_mut();
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(body.as_bytes()).await?;
