@@ -173,13 +173,7 @@ fn real_proxy_loses_nothing(balancer: Balancer) {
     let mut behind = scenario(&format!("default chart behind {}", balancer.name()));
     behind.balancer = balancer;
     let report = run(&deployment(Render::default().set("replicaCount=2")), behind);
-    let problems = report.clean_rollout_problems(2);
-    assert!(
-        problems.is_empty(),
-        "expected {}:\n{}",
-        problems.join("; "),
-        report.summary()
-    );
+    report.assert_clean_rollout(2);
 }
 
 /// The common pattern behind a real proxy: the pod stops listening at SIGTERM while the

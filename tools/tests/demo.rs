@@ -52,11 +52,5 @@ fn the_demo_rolls_a_generated_service_under_load_without_a_failed_request() {
     assert!(svg.starts_with("<svg"), "expected an SVG at {plot}");
 
     let report = Report::read(Path::new(&named("report:"))).expect("the demo's report reads back");
-    let problems = report.clean_rollout_problems(3);
-    assert!(
-        problems.is_empty(),
-        "expected {}:\n{}",
-        problems.join("; "),
-        report.summary()
-    );
+    report.assert_clean_rollout(3);
 }

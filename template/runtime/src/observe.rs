@@ -40,19 +40,19 @@ impl Observers {
 
 /// One log line per state, with the shutdown's plan and its outcome.
 async fn log(mut snapshots: watch::Receiver<Snapshot>) {
-    let mut logged = (None, false);
+    let (mut state_logged, mut plan_logged) = (None, false);
     while snapshots.changed().await.is_ok() {
         let snapshot = snapshots.borrow_and_update().clone();
-        if logged.0 != Some(snapshot.state) {
-            logged.0 = Some(snapshot.state);
+        if state_logged != Some(snapshot.state) {
+            state_logged = Some(snapshot.state);
             tracing::info!(
                 state = snapshot.state.as_str(),
                 reason = (snapshot.state == State::Draining).then_some(snapshot.drain_reason),
                 "lifecycle state changed"
             );
         }
-        if let (Some(drain), false) = (snapshot.drain, logged.1) {
-            logged.1 = true;
+        if let (Some(drain), false) = (snapshot.drain, plan_logged) {
+            plan_logged = true;
             tracing::info!(
                 drain_delay_ms = millis(drain.budget.drain_delay),
                 timeout_ms = millis(drain.budget.timeout),

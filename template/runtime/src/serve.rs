@@ -41,7 +41,8 @@ pub enum Exit {
 
 impl Exit {
     /// The process's exit code: [`EXIT_CLEAN`], [`EXIT_STARTUP_FAILED`],
-    /// [`EXIT_DEADLINE_EXCEEDED`], or 128 + the signal's number when forced.
+    /// [`EXIT_DEADLINE_EXCEEDED`](crate::EXIT_DEADLINE_EXCEEDED), or 128 + the signal's
+    /// number when forced.
     pub fn code(&self) -> u8 {
         match self {
             Exit::Shutdown(report) => report.exit_code(),

@@ -226,6 +226,18 @@ impl Report {
         serde_json::from_str(&text).map_err(std::io::Error::other)
     }
 
+    /// Fails the test unless the rollout lost nothing ([`Report::clean_rollout_problems`]),
+    /// naming each broken expectation and printing the summary.
+    pub fn assert_clean_rollout(&self, old_pods: usize) {
+        let problems = self.clean_rollout_problems(old_pods);
+        assert!(
+            problems.is_empty(),
+            "expected {}:\n{}",
+            problems.join("; "),
+            self.summary()
+        );
+    }
+
     /// What a rollout that lost nothing must show, as broken expectations (none when clean):
     /// thousands of requests, not one failed at any client or at the proxy, `old_pods` pods
     /// that all exited 0 without SIGKILL or a failed liveness probe, and slow requests that
