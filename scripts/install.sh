@@ -149,6 +149,9 @@ install_test() {
     # Real proxies in front of rollouts; their packaged services are not started (no
     # systemd here), the tests run their own instances on loopback.
     debian_tool haproxy haproxy "the rollouts behind HAProxy"
+    # A real Prometheus scrapes the service through its shutdowns; promtool tests the
+    # chart's alerts. The packaged service is not started.
+    debian_tool prometheus prometheus "the generated project's Prometheus and alert tests"
     debian_tool /usr/share/nginx/modules-available/mod-http-lua.conf \
         "nginx-light libnginx-mod-http-lua" "the rollouts behind nginx (ingress-nginx's Lua balancer)"
 }

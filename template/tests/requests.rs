@@ -19,13 +19,21 @@ fn probes_answer_on_the_admin_port_only() {
     }
 }
 
+/// What alerts and dashboards count exists at 0 from the start, so that Prometheus's
+/// `increase()` sees the first shutdown and the first 5xx like any other.
 #[test]
-fn shutdown_outcomes_are_counted_from_zero() {
+fn what_alerts_count_is_counted_from_zero() {
     let service = Service::start(&[]);
     for outcome in ["clean", "deadline_exceeded"] {
         let sample = [r#"shutdowns_total{outcome=""#, outcome, r#""}"#].concat();
         assert_eq!(service.metric(&sample), 0.0, "{sample}");
     }
+    for class in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"] {
+        let sample = [r#"http_responses_total{class=""#, class, r#""}"#].concat();
+        assert_eq!(service.metric(&sample), 0.0, "{sample}");
+    }
+    assert_eq!(get(service.http, "/no/such/page").status, 404);
+    assert_eq!(service.metric(r#"http_responses_total{class="4xx"}"#), 1.0);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, sync::OnceLock, time::Duration};
 
 use k8s_openapi::{
-    api::core::v1::{Container, HTTPGetAction},
+    api::core::v1::{ConfigMap, Container, HTTPGetAction},
     apimachinery::pkg::util::intstr::IntOrString,
 };
 use kube_service_template_tests::{
@@ -164,29 +164,56 @@ fn the_default_render_holds_what_a_platform_team_expects() {
 
 #[test]
 fn the_grace_period_is_the_budget_and_the_env_carries_the_same_values() {
-    for (pre_stop, drain, timeout, cleanup, margin) in [(5, 5, 20, 5, 2), (12, 3, 45, 8, 4)] {
+    // The linger is the scrape interval + 2 s unless set.
+    for (pre_stop, drain, timeout, cleanup, margin, linger) in [
+        (5, 5, 20, 5, 2, "interval=15s"),
+        (12, 3, 45, 8, 4, "interval=1m"),
+        (1, 1, 2, 1, 1, "interval=1500ms"),
+        (12, 3, 45, 8, 4, "linger=0"),
+        (12, 3, 45, 8, 4, "linger=30"),
+    ] {
+        let (setting, linger_seconds) = match linger.split_once('=').unwrap() {
+            ("interval", interval) => {
+                let seconds = match interval {
+                    "15s" => 15,
+                    "1m" => 60,
+                    "1500ms" => 2,
+                    other => unreachable!("{other}"),
+                };
+                (
+                    format!("metrics.podMonitor.interval={interval}"),
+                    seconds + 2,
+                )
+            }
+            (_, seconds) => (
+                format!("shutdown.metricsLingerSeconds={seconds}"),
+                seconds.parse().unwrap(),
+            ),
+        };
         let manifests = render(
             Render::default()
                 .set(&format!("shutdown.preStopDelaySeconds={pre_stop}"))
                 .set(&format!("shutdown.drainDelaySeconds={drain}"))
                 .set(&format!("shutdown.timeoutSeconds={timeout}"))
                 .set(&format!("shutdown.cleanupTimeoutSeconds={cleanup}"))
-                .set(&format!("shutdown.marginSeconds={margin}")),
+                .set(&format!("shutdown.marginSeconds={margin}"))
+                .set(&setting),
         );
-        assert_eq!(
-            grace_period(&manifests),
-            pre_stop + timeout + cleanup + margin
-        );
+        let budget_seconds = pre_stop + timeout + cleanup + linger_seconds + margin;
+        assert_eq!(grace_period(&manifests), budget_seconds, "{setting}");
         assert_eq!(seconds(&manifests, "PRESTOP_DELAY"), pre_stop);
         assert_eq!(seconds(&manifests, "SHUTDOWN_DRAIN_DELAY"), drain);
         assert_eq!(seconds(&manifests, "SHUTDOWN_TIMEOUT"), timeout);
         assert_eq!(seconds(&manifests, "SHUTDOWN_CLEANUP_TIMEOUT"), cleanup);
+        assert_eq!(
+            seconds(&manifests, "SHUTDOWN_METRICS_LINGER"),
+            linger_seconds
+        );
         let annotations = manifests.pod_metadata().annotations.as_ref().unwrap();
         let budget = &annotations["shutdown-budget"];
         assert!(
             budget.contains(&format!(
-                "= {} seconds",
-                pre_stop + timeout + cleanup + margin
+                "metricsLingerSeconds ({linger_seconds}) + marginSeconds ({margin}) = {budget_seconds} seconds"
             )),
             "{budget}"
         );
@@ -209,10 +236,10 @@ fn an_explicit_grace_period_too_small_fails_with_the_arithmetic() {
         "{message}"
     );
     assert!(
-        message.contains("preStopDelaySeconds (5) + timeoutSeconds (20) + cleanupTimeoutSeconds (5) + marginSeconds (2) = 32"),
+        message.contains("preStopDelaySeconds (5) + timeoutSeconds (20) + cleanupTimeoutSeconds (5) + metricsLingerSeconds (17) + marginSeconds (2) = 49"),
         "{message}"
     );
-    assert!(message.contains("at least 32"), "{message}");
+    assert!(message.contains("at least 49"), "{message}");
 }
 
 #[test]
@@ -397,9 +424,17 @@ fn monitoring_objects_follow_the_switches_and_the_cluster() {
         alerts,
         [
             "ShutdownCutRequests",
+            "ShutdownBudgetMismatch",
             "ReadinessFlapping",
             "HighServerErrorRate"
         ]
+    );
+    // The alerts select and route on `service`, which the PodMonitor sets to the release.
+    let service_label = &endpoint["relabelings"][0];
+    assert_eq!(service_label["targetLabel"], "service");
+    assert_eq!(
+        service_label["replacement"],
+        asked.deployment().metadata.name.clone().unwrap()
     );
 
     let dashboard = asked
@@ -413,13 +448,84 @@ fn monitoring_objects_follow_the_switches_and_the_cluster() {
     let dashboard: serde_json::Value = serde_json::from_str(json).expect("the dashboard is JSON");
     let queries = dashboard.to_string();
     for metric in [
-        "http_requests_total",
+        "http_responses_total",
         "http_request_duration_seconds_bucket",
         "http_requests_in_flight",
         "lifecycle_draining",
+        // Every shutdown metric has a panel.
+        "lifecycle_state",
+        "shutdowns_total",
+        "shutdown_duration_seconds",
+        "shutdown_budget_seconds",
+        "shutdown_budget_mismatch",
+        "shutdown_budget_shrunk_total",
+        "shutdown_requests_cut_total",
+        "shutdown_connections_cut_total",
+        "shutdown_tasks_cut_total",
+        "readiness_check_up",
     ] {
         assert!(queries.contains(metric), "the dashboard shows {metric}");
     }
+}
+
+/// The dashboard of one release: its ConfigMap, and the dashboard it carries.
+fn dashboard(render_with: Render) -> (ConfigMap, serde_json::Value) {
+    let manifests = render(render_with.set("metrics.dashboard.enabled=true"));
+    let config_map = manifests.config_map().expect("a dashboard ConfigMap");
+    let json = config_map.data.as_ref().unwrap().values().next().unwrap();
+    let dashboard = serde_json::from_str(json).expect("the dashboard is JSON");
+    (config_map.clone(), dashboard)
+}
+
+#[test]
+fn each_release_has_its_own_dashboard_filed_where_grafana_looks() {
+    let (config_map, first) = dashboard(Render::default());
+    let (_, again) = dashboard(Render::default());
+    let (_, other) = dashboard(Render::default().set("fullnameOverride=other"));
+    let uid = first["uid"].as_str().expect("a uid");
+    assert!(uid.len() <= 40, "Grafana's limit: {uid}");
+    assert_eq!(again["uid"], first["uid"], "stable across upgrades");
+    assert_ne!(other["uid"], first["uid"], "different for another release");
+    let fullname = config_map
+        .metadata
+        .name
+        .as_ref()
+        .unwrap()
+        .trim_end_matches("-dashboard");
+    let namespace = config_map.metadata.namespace.clone().unwrap();
+    assert_eq!(
+        first["title"],
+        format!("{fullname} ({namespace}): traffic and shutdowns")
+    );
+    let opens_on = |name: &str| {
+        first["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|variable| variable["name"] == name)
+            .map(|variable| variable["current"]["value"].clone())
+            .unwrap()
+    };
+    assert_eq!(opens_on("namespace"), namespace.as_str());
+    assert_eq!(opens_on("service"), fullname);
+    assert!(
+        config_map.metadata.annotations.is_none(),
+        "no folder unless asked"
+    );
+
+    let (filed, titled) = dashboard(
+        Render::default()
+            .set("metrics.dashboard.namespace=monitoring")
+            .set("metrics.dashboard.folder=Team A")
+            .set("metrics.dashboard.folderAnnotation=k8s-sidecar-target-directory")
+            .set("metrics.dashboard.title=Orders"),
+    );
+    assert_eq!(filed.metadata.namespace.as_deref(), Some("monitoring"));
+    assert_eq!(
+        filed.metadata.annotations.unwrap()["k8s-sidecar-target-directory"],
+        "Team A"
+    );
+    assert_eq!(titled["title"], "Orders");
 }
 
 #[test]
@@ -705,18 +811,18 @@ fn helm_install_tells_the_budget_and_refuses_a_short_grace_period() {
         .expect("a dry-run install succeeds");
     let notes = &output[output.find("NOTES:").expect("helm prints the notes")..];
     assert!(
-        notes.contains("preStopDelaySeconds (5) + timeoutSeconds (30) + cleanupTimeoutSeconds (5) + marginSeconds (2) = 42 seconds"),
+        notes.contains("preStopDelaySeconds (5) + timeoutSeconds (30) + cleanupTimeoutSeconds (5) + metricsLingerSeconds (17) + marginSeconds (2) = 59 seconds"),
         "{notes}"
     );
     assert!(
-        notes.contains("terminationGracePeriodSeconds: 42"),
+        notes.contains("terminationGracePeriodSeconds: 59"),
         "{notes}"
     );
 
     let refused = chart()
         .install_dry_run(&["shutdown.terminationGracePeriodSeconds=10"])
         .expect_err("helm install refuses a grace period shorter than the budget");
-    assert!(refused.contains("at least 32"), "{refused}");
+    assert!(refused.contains("at least 49"), "{refused}");
 }
 
 /// Renders worth scanning: the defaults on the two sides of the preStop switch, and every

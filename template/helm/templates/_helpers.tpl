@@ -56,19 +56,45 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
+How long the admin port stays up after cleanup, for Prometheus to read the final
+counters: one scrape interval (metrics.podMonitor.interval, rounded up to whole seconds)
+plus 2 s for the scrape itself, unless shutdown.metricsLingerSeconds says otherwise. The
+service stops waiting as soon as every recent scraper has read them.
+*/}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.metricsLingerSeconds" -}}{% raw %}
+{{- $s := .Values.shutdown }}
+{{- if kindIs "invalid" $s.metricsLingerSeconds }}
+{{- $interval := .Values.metrics.podMonitor.interval }}
+{{- $count := regexFind "^[0-9]+" $interval | int }}
+{{- $unit := regexReplaceAll "^[0-9]+" $interval "" }}
+{{- $seconds := $count }}
+{{- if eq $unit "ms" }}{{ $seconds = div (add $count 999) 1000 }}
+{{- else if eq $unit "m" }}{{ $seconds = mul $count 60 }}
+{{- else if eq $unit "h" }}{{ $seconds = mul $count 3600 }}
+{{- end }}
+{{- add $seconds 2 }}
+{{- else }}
+{{- int $s.metricsLingerSeconds }}
+{{- end }}
+{{- end }}
+
+{{/*
 The shutdown budget. The kubelet counts terminationGracePeriodSeconds from the pod's
 deletion: it runs the preStop hook (preStopDelaySeconds), then sends SIGTERM, after which
-the service drains and finishes requests (timeoutSeconds, which includes drainDelaySeconds)
-and cleans up (cleanupTimeoutSeconds). The margin covers process exit and scheduling jitter.
+the service drains and finishes requests (timeoutSeconds, which includes drainDelaySeconds),
+cleans up (cleanupTimeoutSeconds) and lets Prometheus read its final counters (the metrics
+linger). The margin covers process exit and scheduling jitter.
 */}}
 {% endraw %}{{ "{{" }}- define "{{project-name}}.shutdownBudgetSeconds" -}}{% raw %}
 {{- $s := .Values.shutdown }}
-{{- add (int $s.preStopDelaySeconds) (int $s.timeoutSeconds) (int $s.cleanupTimeoutSeconds) (int $s.marginSeconds) }}
+{{- $linger := include (print $.Chart.Name ".metricsLingerSeconds") . | int }}
+{{- add (int $s.preStopDelaySeconds) (int $s.timeoutSeconds) (int $s.cleanupTimeoutSeconds) $linger (int $s.marginSeconds) }}
 {{- end }}
 
 {% endraw %}{{ "{{" }}- define "{{project-name}}.budgetArithmetic" -}}{% raw %}
 {{- $s := .Values.shutdown }}
-{{- printf "preStopDelaySeconds (%d) + timeoutSeconds (%d) + cleanupTimeoutSeconds (%d) + marginSeconds (%d) = %s" (int $s.preStopDelaySeconds) (int $s.timeoutSeconds) (int $s.cleanupTimeoutSeconds) (int $s.marginSeconds) (include (print $.Chart.Name ".shutdownBudgetSeconds") .) }}
+{{- $linger := include (print $.Chart.Name ".metricsLingerSeconds") . | int }}
+{{- printf "preStopDelaySeconds (%d) + timeoutSeconds (%d) + cleanupTimeoutSeconds (%d) + metricsLingerSeconds (%d) + marginSeconds (%d) = %s" (int $s.preStopDelaySeconds) (int $s.timeoutSeconds) (int $s.cleanupTimeoutSeconds) $linger (int $s.marginSeconds) (include (print $.Chart.Name ".shutdownBudgetSeconds") .) }}
 {{- end }}
 
 {{/* terminationGracePeriodSeconds: computed from the budget, or an explicit value that covers it. */}}
@@ -81,7 +107,7 @@ and cleans up (cleanupTimeoutSeconds). The margin covers process exit and schedu
 {{- if kindIs "invalid" $s.terminationGracePeriodSeconds }}
 {{- $budget }}
 {{- else if lt (int $s.terminationGracePeriodSeconds) $budget }}
-{{- fail (printf "\n\nshutdown.terminationGracePeriodSeconds (%d) is shorter than the shutdown budget:\n  %s\nThe kubelet would SIGKILL the pod before it finished draining. Set shutdown.terminationGracePeriodSeconds to at least %d (or remove it to have it computed), or lower shutdown.preStopDelaySeconds, shutdown.timeoutSeconds, shutdown.cleanupTimeoutSeconds or shutdown.marginSeconds." (int $s.terminationGracePeriodSeconds) (include (print $.Chart.Name ".budgetArithmetic") .) $budget) }}
+{{- fail (printf "\n\nshutdown.terminationGracePeriodSeconds (%d) is shorter than the shutdown budget:\n  %s\nThe kubelet would SIGKILL the pod before it finished draining. Set shutdown.terminationGracePeriodSeconds to at least %d (or remove it to have it computed), or lower shutdown.preStopDelaySeconds, shutdown.timeoutSeconds, shutdown.cleanupTimeoutSeconds, shutdown.metricsLingerSeconds or shutdown.marginSeconds." (int $s.terminationGracePeriodSeconds) (include (print $.Chart.Name ".budgetArithmetic") .) $budget) }}
 {{- else }}
 {{- int $s.terminationGracePeriodSeconds }}
 {{- end }}

@@ -2,23 +2,25 @@
 //! application traffic (and the application Service) can never reach it, and it keeps
 //! answering until the process exits, draining included.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     Router,
-    extract::State,
+    extract::{ConnectInfo, State},
     http::{StatusCode, header},
     response::IntoResponse,
     routing::get,
 };
 
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     lifecycle::{Lifecycle, State as LifecycleState},
     listeners::Listener,
     metrics::Metrics,
     readiness::ReadinessChecks,
+    scrapers::Scrapers,
 };
 
 /// The admin routes; tests and the Helm chart rely on these paths.
@@ -34,25 +36,45 @@ pub(crate) struct Admin {
     pub(crate) lifecycle: Lifecycle,
     pub(crate) metrics: Metrics,
     pub(crate) checks: ReadinessChecks,
+    pub(crate) scrapers: Scrapers,
     pub(crate) prestop_delay: Duration,
 }
 
-/// Serves the admin routes on `listener` until the returned server is dropped.
+/// Serves the admin routes on `listener` until the returned server is stopped or dropped.
 pub(crate) fn spawn(listener: Listener, admin: Admin) -> AdminServer {
-    let router = router(admin);
-    AdminServer(tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener.socket, router).await {
-            tracing::error!(%error, "admin server failed");
-        }
-    }))
+    // The peer's address tells scrapers apart (see `scrapers.rs`).
+    let router = router(admin).into_make_service_with_connect_info::<SocketAddr>();
+    let stop = CancellationToken::new();
+    let stopped = stop.clone().cancelled_owned();
+    AdminServer {
+        serving: tokio::spawn(async move {
+            let serving = axum::serve(listener.socket, router).with_graceful_shutdown(stopped);
+            if let Err(error) = serving.await {
+                tracing::error!(%error, "admin server failed");
+            }
+        }),
+        stop,
+    }
 }
 
-/// The running admin server; it stops when this is dropped.
-pub(crate) struct AdminServer(JoinHandle<()>);
+/// The running admin server; it stops at once when dropped.
+pub(crate) struct AdminServer {
+    serving: JoinHandle<()>,
+    stop: CancellationToken,
+}
+
+impl AdminServer {
+    /// Stops accepting and lets the answers being written finish (the last scrape's
+    /// above all), waiting at most `patience`.
+    pub(crate) async fn stop(mut self, patience: Duration) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(patience, &mut self.serving).await;
+    }
+}
 
 impl Drop for AdminServer {
     fn drop(&mut self) {
-        self.0.abort();
+        self.serving.abort();
     }
 }
 
@@ -99,7 +121,11 @@ async fn startupz(State(admin): State<Admin>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
+async fn metrics(
+    State(admin): State<Admin>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> impl IntoResponse {
+    admin.scrapers.record(peer.ip());
     (
         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
         admin.metrics.render(admin.lifecycle.state()),

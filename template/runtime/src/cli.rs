@@ -17,7 +17,7 @@ use crate::{
     settings::{Settings, parse_duration},
     signals::Shutdown,
     startup::Startup,
-    telemetry::{self, Telemetry},
+    telemetry,
 };
 
 /// Subcommands every service has.
@@ -110,13 +110,10 @@ where
         clap::Error::raw(ErrorKind::ValueValidation, format!("{message}\n")).exit();
     }
     // Before the runtime: the OTLP exporter's blocking client must not live inside it.
-    let telemetry = match telemetry::init(service.name, settings.log_format) {
-        Ok(telemetry) => telemetry,
-        Err(error) => {
-            eprintln!("error: telemetry setup failed: {error:#}");
-            return ExitCode::from(EXIT_BAD_CONFIG);
-        }
-    };
+    if let Err(error) = telemetry::init(service.name, settings.log_format) {
+        eprintln!("error: telemetry setup failed: {error:#}");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -124,13 +121,13 @@ where
             return ExitCode::from(EXIT_STARTUP_FAILED);
         }
     };
-    let code = runtime.block_on(run(service, settings, telemetry, start));
+    let code = runtime.block_on(run(service, settings, start));
     // Whatever is still running (cut tasks, a forced exit's sequence) ends with the process.
     runtime.shutdown_background();
     ExitCode::from(code)
 }
 
-async fn run<F, Fut, E>(service: Service, settings: Settings, telemetry: Telemetry, start: F) -> u8
+async fn run<F, Fut, E>(service: Service, settings: Settings, start: F) -> u8
 where
     F: FnOnce(Startup) -> Fut,
     Fut: Future<Output = Result<Router, E>>,
@@ -153,16 +150,11 @@ where
     };
     let cleanup_timeout = settings.shutdown_cleanup_timeout;
     let exit = serve(service, listeners, shutdown, settings, start).await;
-    let flush_by = match &exit {
-        // Forced: nothing more is waited for.
-        Exit::Forced(_) => return exit.code(),
-        Exit::Shutdown(report) => report.cleanup_deadline,
-        _ => Instant::now() + cleanup_timeout,
-    };
-    // A flush that fails or runs out of time logs why itself; the exit code stays the same.
-    telemetry
-        .flush(flush_by.saturating_duration_since(Instant::now()))
-        .await;
+    // After a shutdown `serve` has flushed within its cleanup budget; after a failed or
+    // abandoned start, spans still go out. Forced: nothing more is waited for.
+    if !matches!(exit, Exit::Forced(_)) {
+        telemetry::flush_by(Instant::now() + cleanup_timeout).await;
+    }
     exit.code()
 }
 

@@ -64,6 +64,7 @@ mod pod;
 mod readiness;
 mod report;
 mod resources;
+mod scrapers;
 mod serve;
 mod service;
 mod settings;

@@ -30,6 +30,9 @@ pub(crate) struct Metrics(Arc<Families>);
 pub(crate) struct Families {
     registry: Registry,
     pub(crate) http_requests: IntCounterVec,
+    http_responses: IntCounterVec,
+    /// `http_responses` by class, resolved once: counted on every request.
+    responses_by_class: [IntCounter; STATUS_CLASSES.len()],
     pub(crate) http_request_duration: HistogramVec,
     pub(crate) http_requests_in_flight: IntGauge,
     pub(crate) http_connections_open: IntGauge,
@@ -39,6 +42,7 @@ pub(crate) struct Families {
     pub(crate) draining: IntGauge,
     pub(crate) shutdown_budget: prometheus::GaugeVec,
     pub(crate) shutdown_elapsed: Gauge,
+    pub(crate) shutdown_duration: Gauge,
     pub(crate) shutdown_requests_cut: IntCounter,
     pub(crate) shutdown_connections_cut: IntCounter,
     pub(crate) shutdown_tasks_cut: IntCounter,
@@ -48,6 +52,11 @@ pub(crate) struct Families {
     pub(crate) readiness_check_up: IntGaugeVec,
     shutdown_started: OnceLock<Instant>,
 }
+
+/// The `class` label of `http_responses_total`: every series exists at 0 from the start, so
+/// that the first 5xx is an increase like any other (route-labelled series are created by
+/// their first request, and `rate()` cannot see that request).
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 impl std::ops::Deref for Metrics {
     type Target = Families;
@@ -60,7 +69,19 @@ impl std::ops::Deref for Metrics {
 impl Metrics {
     pub(crate) fn new(service: Service) -> prometheus::Result<Self> {
         let registry = Registry::new();
+        let http_responses = IntCounterVec::new(
+            Opts::new(
+                "http_responses_total",
+                "HTTP responses on the application port by status class (1xx-5xx, other); \
+                 every class exists from the start.",
+            ),
+            &["class"],
+        )?;
+        let responses_by_class =
+            STATUS_CLASSES.map(|class| http_responses.with_label_values(&[class]));
         let metrics = Families {
+            http_responses,
+            responses_by_class,
             http_requests: IntCounterVec::new(
                 Opts::new(
                     "http_requests_total",
@@ -117,6 +138,11 @@ impl Metrics {
                 "shutdown_elapsed_seconds",
                 "Seconds since the first shutdown signal; 0 before it.",
             )?,
+            shutdown_duration: Gauge::new(
+                "shutdown_duration_seconds",
+                "Seconds from the first signal to the end of cleanup; 0 until the shutdown \
+                 is over.",
+            )?,
             shutdown_requests_cut: IntCounter::new(
                 "shutdown_requests_cut_total",
                 "Requests still running when the shutdown deadline cut them.",
@@ -171,6 +197,7 @@ impl Families {
     fn register_all(&self, service: Service) -> prometheus::Result<()> {
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(self.http_requests.clone()),
+            Box::new(self.http_responses.clone()),
             Box::new(self.http_request_duration.clone()),
             Box::new(self.http_requests_in_flight.clone()),
             Box::new(self.http_connections_open.clone()),
@@ -180,6 +207,7 @@ impl Families {
             Box::new(self.draining.clone()),
             Box::new(self.shutdown_budget.clone()),
             Box::new(self.shutdown_elapsed.clone()),
+            Box::new(self.shutdown_duration.clone()),
             Box::new(self.shutdown_requests_cut.clone()),
             Box::new(self.shutdown_connections_cut.clone()),
             Box::new(self.shutdown_tasks_cut.clone()),
@@ -206,6 +234,15 @@ impl Metrics {
         &self.registry
     }
 
+    /// Counts one response in `http_responses_total{class}`.
+    pub(crate) fn count_response(&self, status: axum::http::StatusCode) {
+        let class = match status.as_u16() / 100 {
+            class @ 1..=5 => usize::from(class) - 1,
+            _ => STATUS_CLASSES.len() - 1,
+        };
+        self.responses_by_class[class].inc();
+    }
+
     /// The configured durations, as `shutdown_budget_seconds{phase}`.
     pub(crate) fn publish_budget(&self, settings: &Settings) {
         for (phase, duration) in [
@@ -213,6 +250,7 @@ impl Metrics {
             ("drain_delay", settings.shutdown_drain_delay),
             ("timeout", settings.shutdown_timeout),
             ("cleanup_timeout", settings.shutdown_cleanup_timeout),
+            ("metrics_linger", settings.shutdown_metrics_linger),
         ] {
             self.shutdown_budget
                 .with_label_values(&[phase])
@@ -272,6 +310,7 @@ pub(crate) async fn observe(metrics: Metrics, mut snapshots: watch::Receiver<Sna
             }
         }
         if let Some(report) = snapshot.report {
+            metrics.shutdown_duration.set(report.took.as_secs_f64());
             metrics.shutdown_requests_cut.inc_by(report.cut.requests);
             metrics
                 .shutdown_connections_cut

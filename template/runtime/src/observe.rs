@@ -57,6 +57,7 @@ async fn log(mut snapshots: watch::Receiver<Snapshot>) {
                 drain_delay_ms = millis(drain.budget.drain_delay),
                 timeout_ms = millis(drain.budget.timeout),
                 cleanup_timeout_ms = millis(drain.budget.cleanup_timeout),
+                metrics_linger_ms = millis(drain.budget.metrics_linger),
                 in_flight = drain.in_flight_at_signal,
                 "shutdown: draining; readiness off, still serving while load balancers move away"
             );

@@ -36,6 +36,9 @@ pub struct Report {
     /// When the cleanup budget runs out: what still has to happen (flushing telemetry)
     /// must end by then.
     pub cleanup_deadline: Instant,
+    /// How long the admin port may then wait for scrapers to read the final metrics:
+    /// `SHUTDOWN_METRICS_LINGER`, or less when the budget was shrunk to fit the Pod's.
+    pub metrics_linger: Duration,
 }
 
 impl Report {

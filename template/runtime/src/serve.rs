@@ -18,12 +18,14 @@ use crate::{
     readiness::ReadinessChecks,
     report::{EXIT_CLEAN, EXIT_STARTUP_FAILED, Report},
     resources::Resources,
+    scrapers::Scrapers,
     service::Service,
     settings::Settings,
     shutdown::{self, Stoppable},
     signals::{Shutdown, Signal},
     startup::Startup,
     tasks::BackgroundTasks,
+    telemetry,
 };
 
 /// How the service ended.
@@ -76,7 +78,7 @@ where
     };
     let observers = Observers::start(&core.lifecycle, &core.metrics, &core.pod);
     // Probes answer from here on; readiness stays 503 until startup work is done.
-    let _admin = admin::spawn(listeners.admin, core.admin());
+    let admin = admin::spawn(listeners.admin, core.admin());
 
     let started = tokio::select! {
         started = start_app(start, core.startup.clone(), &core.metrics) => started,
@@ -99,19 +101,51 @@ where
         &core.lifecycle,
         stoppable,
     );
-    tokio::select! {
-        report = sequence => {
-            observers.finish_by(report.cleanup_deadline).await;
-            Exit::Shutdown(report)
-        }
+    let told = async {
+        let report = sequence.await;
+        observers.finish_by(report.cleanup_deadline).await;
+        telemetry::flush_by(report.cleanup_deadline).await;
+        report
+    };
+    let report = tokio::select! {
+        report = told => report,
         second = shutdown.next() => {
             tracing::warn!(
                 signal = second.name,
                 exit_code = second.exit_code(),
                 "second signal: exiting at once"
             );
-            Exit::Forced(second)
+            return Exit::Forced(second);
         }
+    };
+    tokio::select! {
+        () = linger(&core.scrapers, report.metrics_linger) => {}
+        second = shutdown.next() => {
+            tracing::info!(signal = second.name, "second signal: not waiting for scrapers");
+            return Exit::Shutdown(report);
+        }
+    }
+    // The scrape that ended the linger is still being answered.
+    admin.stop(ADMIN_STOP_PATIENCE).await;
+    Exit::Shutdown(report)
+}
+
+/// Longest wait for the admin port's last answers once the linger is over; the chart's
+/// margin covers it.
+const ADMIN_STOP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps the admin port up until the scrapers seen recently have read the final metrics.
+async fn linger(scrapers: &Scrapers, most: std::time::Duration) {
+    if most.is_zero() {
+        return;
+    }
+    let lingered = scrapers.linger(most).await;
+    if lingered.waited_for > 0 {
+        tracing::info!(
+            scrapers = lingered.waited_for,
+            read_final_metrics = lingered.read_final,
+            "shutdown: final metrics scraped"
+        );
     }
 }
 
@@ -121,6 +155,8 @@ struct Core {
     metrics: Metrics,
     lifecycle: Lifecycle,
     pod: OwnPod,
+    /// Who reads `/metrics`, to wait for after the shutdown.
+    scrapers: Scrapers,
     /// What the app's startup work registers with.
     startup: Startup,
 }
@@ -139,6 +175,7 @@ impl Core {
         Ok(Core {
             pod: OwnPod::connect(settings.kube_integration, service.name).await,
             lifecycle: Lifecycle::new(),
+            scrapers: Scrapers::default(),
             settings,
             metrics,
             startup,
@@ -150,6 +187,7 @@ impl Core {
             lifecycle: self.lifecycle.clone(),
             metrics: self.metrics.clone(),
             checks: self.startup.checks.clone(),
+            scrapers: self.scrapers.clone(),
             prestop_delay: self.settings.prestop_delay,
         }
     }

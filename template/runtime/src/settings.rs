@@ -14,6 +14,7 @@ const DEFAULT_DRAIN_DELAY: &str = "5s";
 const DEFAULT_TIMEOUT: &str = "20s";
 const DEFAULT_CLEANUP_TIMEOUT: &str = "5s";
 const DEFAULT_PRESTOP_DELAY: &str = "5s";
+const DEFAULT_METRICS_LINGER: &str = "0s";
 const DEFAULT_REQUEST_TIMEOUT: &str = "10s";
 const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
 const DEFAULT_IDLE_TIMEOUT: &str = "620s";
@@ -50,6 +51,13 @@ pub struct Settings {
     #[arg(long, env = "SHUTDOWN_CLEANUP_TIMEOUT", value_name = "SHUTDOWN_CLEANUP_TIMEOUT",
           default_value = DEFAULT_CLEANUP_TIMEOUT, value_parser = parse_duration)]
     pub shutdown_cleanup_timeout: Duration,
+
+    /// After cleanup, keep the admin port answering for at most this long, until every
+    /// client that scraped `/metrics` within it has read the final counters. Set it to the
+    /// scrape interval plus a little (the Helm chart does); 0 exits at once.
+    #[arg(long, env = "SHUTDOWN_METRICS_LINGER", value_name = "SHUTDOWN_METRICS_LINGER",
+          default_value = DEFAULT_METRICS_LINGER, value_parser = parse_duration)]
+    pub shutdown_metrics_linger: Duration,
 
     /// How long `GET /prestop` on the admin port waits before answering.
     #[arg(long, env = "PRESTOP_DELAY", value_name = "PRESTOP_DELAY",
@@ -120,6 +128,7 @@ impl Default for Settings {
             shutdown_drain_delay: duration(DEFAULT_DRAIN_DELAY),
             shutdown_timeout: duration(DEFAULT_TIMEOUT),
             shutdown_cleanup_timeout: duration(DEFAULT_CLEANUP_TIMEOUT),
+            shutdown_metrics_linger: duration(DEFAULT_METRICS_LINGER),
             prestop_delay: duration(DEFAULT_PRESTOP_DELAY),
             request_timeout: duration(DEFAULT_REQUEST_TIMEOUT),
             header_read_timeout: duration(DEFAULT_HEADER_READ_TIMEOUT),
@@ -138,6 +147,7 @@ impl Settings {
             drain_delay: self.shutdown_drain_delay,
             timeout: self.shutdown_timeout,
             cleanup_timeout: self.shutdown_cleanup_timeout,
+            metrics_linger: self.shutdown_metrics_linger,
         }
     }
 

@@ -9,6 +9,9 @@
 //!            ◄────────────── SHUTDOWN_TIMEOUT ──────────────►
 //! ```
 //!
+//! After the report, `serve` flushes telemetry and keeps the admin port up for at most
+//! `SHUTDOWN_METRICS_LINGER`, until scrapers have read the final counters (`scrapers.rs`).
+//!
 //! Each phase is a function below. The sequence tells the rest of the process what it does
 //! only through the lifecycle; metrics, logs and Pod events follow from there.
 
@@ -58,6 +61,7 @@ pub(crate) async fn run(
         resources_not_closed,
         took: signalled_at.elapsed(),
         cleanup_deadline,
+        metrics_linger: budget.metrics_linger,
     };
     lifecycle.finish(report.clone());
     report

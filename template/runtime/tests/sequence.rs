@@ -12,7 +12,7 @@ use std::{
 };
 
 use axum::{Router, routing::get};
-use kube_service_runtime::{Cut, EXIT_DEADLINE_EXCEEDED, Error, Exit, Report, Signal};
+use kube_service_runtime::{Cut, EXIT_DEADLINE_EXCEEDED, Error, Exit, Report, Settings, Signal};
 use tokio::{sync::Notify, time::Instant};
 
 use support::{Connection, Running, hanging, settings};
@@ -239,4 +239,71 @@ async fn the_pre_stop_hook_turns_readiness_off_and_answers_after_its_delay() {
     let report = report(service.exit().await);
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.took, DRAIN, "drained from the signal: {signalled:?}");
+}
+
+const LINGER: Duration = Duration::from_secs(17);
+
+fn lingering() -> Settings {
+    Settings {
+        shutdown_metrics_linger: LINGER,
+        ..settings(5, 20)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recent_scraper_reads_the_final_counters_before_the_process_ends() {
+    let service = Running::ready(lingering(), hello()).await;
+    let admin = service.admin;
+    let before = support::get(admin, "/metrics").await.unwrap();
+    assert!(before.body.contains("shutdowns_total{outcome=\"clean\"} 0"));
+
+    let signalled = service.signal(Signal::TERM);
+    let exit = tokio::spawn(service.exit());
+    // Well past the end of the sequence (the drain delay), well within the linger.
+    tokio::time::sleep_until(signalled + DRAIN + Duration::from_secs(6)).await;
+    assert!(!exit.is_finished(), "waiting for the scraper to come back");
+    let last = support::get(admin, "/metrics").await.unwrap();
+    assert!(
+        last.body.contains("shutdowns_total{outcome=\"clean\"} 1"),
+        "{}",
+        last.body
+    );
+    assert!(last.body.contains("lifecycle_state{state=\"stopped\"} 1"));
+    let scraped_at = Instant::now();
+
+    let report = report(exit.await.unwrap());
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.took, DRAIN, "the linger comes after the report");
+    assert_eq!(Instant::now(), scraped_at, "and ends with that scrape");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_scraper_there_is_no_linger() {
+    let service = Running::ready(lingering(), hello()).await;
+    let signalled = service.signal(Signal::TERM);
+    let report = report(service.exit().await);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(signalled.elapsed(), DRAIN, "nobody to wait for");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scraper_that_does_not_come_back_costs_the_linger_and_no_more() {
+    let service = Running::ready(lingering(), hello()).await;
+    support::get(service.admin, "/metrics").await.unwrap();
+    let signalled = service.signal(Signal::TERM);
+    let report = report(service.exit().await);
+    assert_eq!(report.metrics_linger, LINGER);
+    assert_eq!(signalled.elapsed(), DRAIN + LINGER);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_signal_ends_the_linger_with_the_shutdowns_own_exit_code() {
+    let service = Running::ready(lingering(), hello()).await;
+    support::get(service.admin, "/metrics").await.unwrap();
+    let signalled = service.signal(Signal::TERM);
+    tokio::time::sleep_until(signalled + DRAIN + Duration::from_secs(1)).await;
+    service.signal(Signal::INT);
+    let exit = service.exit().await;
+    assert_eq!(exit.code(), 0, "{exit:?}");
+    assert_eq!(signalled.elapsed(), DRAIN + Duration::from_secs(1));
 }

@@ -389,3 +389,50 @@ pub fn get_in_background(
     let path = path.to_owned();
     std::thread::spawn(move || Connection::open(addr)?.get(&path))
 }
+
+/// An outside tool the test needs (`prometheus`, `promtool`, `helm`): its path from the
+/// environment variable `variable`, or `name` on the PATH. `None`, with a note, when it is
+/// missing; under CI (`CI` set) a missing tool fails the test instead.
+pub fn outside_tool(name: &str, variable: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os(variable)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| name.into());
+    let found = Command::new(&path)
+        .arg(if name == "helm" {
+            "version"
+        } else {
+            "--version"
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if found {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{name} is not installed, and CI needs this test to run: install it or set {variable} \
+         to its path"
+    );
+    eprintln!("{name} not found: skipping (install it, or set {variable}, to run this test)");
+    None
+}
+
+/// A fresh directory under the system's temporary directory, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -92,17 +92,18 @@ where
         let guards = self.guards.clone();
         let request_id = guards.request_ids.adopt_or_assign(&mut request);
         let route = request.extensions().get::<MatchedPath>().cloned();
-        let span = request_span(&request, route_label(route.as_ref()), &request_id);
+        let method = method_label(request.method());
+        let span = request_span(&request, method, route.as_ref(), &request_id);
         let books = Books {
             in_flight: InFlight::count(&guards.metrics),
-            method: request.method().clone(),
+            method,
             route,
             request_id,
             started: Instant::now(),
         };
 
         let Some(request) = limit_body(request, guards.body_limit) else {
-            return answered(books.close(too_large(), &guards.metrics));
+            return answered(books.close(too_large(), &span, &guards.metrics));
         };
         // Called in place: axum clones this service for every request, and its routes are
         // always ready.
@@ -110,7 +111,7 @@ where
         let handling = span.in_scope(|| catch_unwind(AssertUnwindSafe(|| inner.call(request))));
         let Ok(handling) = handling else {
             let response = panicked(&guards.metrics);
-            return answered(books.close(response, &guards.metrics));
+            return answered(books.close(response, &span, &guards.metrics));
         };
         Box::pin(Guarding {
             handling,
@@ -171,13 +172,13 @@ where
             Err(_panic) => panicked(&this.guards.metrics),
         };
         let books = this.books.take().expect("polled after completion");
-        Poll::Ready(Ok(books.close(response, &this.guards.metrics)))
+        Poll::Ready(Ok(books.close(response, this.span, &this.guards.metrics)))
     }
 }
 
 /// What is noted about a request when it arrives, to account for it when it leaves.
 struct Books {
-    method: Method,
+    method: &'static str,
     route: Option<MatchedPath>,
     request_id: HeaderValue,
     started: Instant,
@@ -185,12 +186,15 @@ struct Books {
 }
 
 impl Books {
-    /// Counts the response and tells the caller the request id.
-    fn close(self, mut response: Response, metrics: &Metrics) -> Response {
+    /// Counts the response, notes it in the request's span and tells the caller the
+    /// request id.
+    fn close(self, mut response: Response, span: &Span, metrics: &Metrics) -> Response {
         let status = response.status();
+        crate::telemetry::describe_response(span, status);
         let route = route_label(self.route.as_ref());
-        let labels = [self.method.as_str(), route, status.as_str()];
+        let labels = [self.method, route, status.as_str()];
         metrics.http_requests.with_label_values(&labels).inc();
+        metrics.count_response(status);
         metrics
             .http_request_duration
             .with_label_values(&labels)
@@ -201,18 +205,48 @@ impl Books {
     }
 }
 
-fn request_span(request: &Request, route: &str, request_id: &HeaderValue) -> Span {
+/// The request's span, with OpenTelemetry's HTTP server attributes: `http.route` only when
+/// a route matched; the rest is filled in by `telemetry` when spans are exported.
+fn request_span(
+    request: &Request,
+    method: &'static str,
+    route: Option<&MatchedPath>,
+    request_id: &HeaderValue,
+) -> Span {
     let span = tracing::info_span!(
         "request",
-        http.request.method = request.method().as_str(),
-        http.route = route,
+        http.request.method = method,
+        http.route = route.map(MatchedPath::as_str),
         url.path = request.uri().path(),
         request_id = request_id.to_str().unwrap_or_default(),
+        http.request.method_original = Empty,
+        http.response.status_code = Empty,
+        url.scheme = Empty,
+        network.protocol.version = Empty,
+        error.type = Empty,
         otel.name = Empty,
         otel.kind = Empty,
+        otel.status_code = Empty,
     );
-    crate::telemetry::describe_server_span(&span, request.method(), route, request.headers());
+    crate::telemetry::describe_server_span(&span, request, method, route.map(MatchedPath::as_str));
     span
+}
+
+/// The method as metrics and spans label it: one of HTTP's own methods, or `_OTHER` (as
+/// OpenTelemetry's conventions say), so that clients cannot mint label values.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "_OTHER",
+    }
 }
 
 /// Holds the body to `limit`: `None` when its declared length is already over it; otherwise

@@ -36,7 +36,9 @@ pub fn mismatch(pod: &PodShutdown, budget: &Budget, prestop_delay: Duration) -> 
         .chain([
             ("SHUTDOWN_TIMEOUT", budget.timeout),
             ("SHUTDOWN_CLEANUP_TIMEOUT", budget.cleanup_timeout),
+            ("SHUTDOWN_METRICS_LINGER", budget.metrics_linger),
         ])
+        .filter(|(name, duration)| *name != "SHUTDOWN_METRICS_LINGER" || !duration.is_zero())
         .collect();
     let needed: Duration = terms.iter().map(|(_, duration)| *duration).sum();
     if pod.grace_period >= needed {
@@ -58,19 +60,28 @@ pub fn mismatch(pod: &PodShutdown, budget: &Budget, prestop_delay: Duration) -> 
 /// Kept free before the SIGKILL for the process to exit.
 pub const EXIT_MARGIN: Duration = Duration::from_secs(1);
 
-/// The budget shrunk, every part in proportion, to end `EXIT_MARGIN` before the SIGKILL that
-/// comes `left` from now; `None` when it already fits.
+/// The budget shrunk to end `EXIT_MARGIN` before the SIGKILL that comes `left` from now;
+/// `None` when it already fits. The metrics linger, the one optional part, gives way first;
+/// then every other part shrinks in proportion.
 pub fn fit(budget: Budget, left: Duration) -> Option<Budget> {
     let needed = budget.timeout + budget.cleanup_timeout;
     let available = left.saturating_sub(EXIT_MARGIN);
-    if available >= needed {
+    if available >= needed + budget.metrics_linger {
         return None;
+    }
+    if available >= needed {
+        let metrics_linger = available - needed;
+        return Some(Budget {
+            metrics_linger,
+            ..budget
+        });
     }
     let share = available.as_secs_f64() / needed.as_secs_f64();
     Some(Budget {
         drain_delay: budget.drain_delay.mul_f64(share),
         timeout: budget.timeout.mul_f64(share),
         cleanup_timeout: budget.cleanup_timeout.mul_f64(share),
+        metrics_linger: Duration::ZERO,
     })
 }
 
@@ -82,6 +93,11 @@ mod tests {
         drain_delay: Duration::from_secs(5),
         timeout: Duration::from_secs(20),
         cleanup_timeout: Duration::from_secs(5),
+        metrics_linger: Duration::ZERO,
+    };
+    const LINGERING: Budget = Budget {
+        metrics_linger: Duration::from_secs(17),
+        ..BUDGET
     };
     const PRESTOP_DELAY: Duration = Duration::from_secs(5);
 
@@ -118,6 +134,39 @@ mod tests {
         assert_eq!(
             mismatch(&pod(25, PreStop::None), &BUDGET, PRESTOP_DELAY),
             None
+        );
+    }
+
+    #[test]
+    fn the_metrics_linger_is_part_of_the_sum() {
+        let sleep = PreStop::Sleep(Duration::from_secs(5));
+        assert_eq!(
+            mismatch(&pod(47, sleep.clone()), &LINGERING, PRESTOP_DELAY),
+            None
+        );
+        let problem = mismatch(&pod(46, sleep), &LINGERING, PRESTOP_DELAY).unwrap();
+        assert!(
+            problem.contains("SHUTDOWN_CLEANUP_TIMEOUT (5s) + SHUTDOWN_METRICS_LINGER (17s) = 47s"),
+            "{problem}"
+        );
+        assert!(mismatch(&pod(41, PreStop::None), &LINGERING, PRESTOP_DELAY).is_some());
+    }
+
+    #[test]
+    fn the_metrics_linger_gives_way_first() {
+        let fitted = fit(LINGERING, Duration::from_secs(36)).unwrap();
+        assert_eq!(
+            fitted,
+            Budget {
+                metrics_linger: Duration::from_secs(10),
+                ..BUDGET
+            }
+        );
+        let fitted = fit(LINGERING, Duration::from_secs(13)).unwrap();
+        assert_eq!(fitted.metrics_linger, Duration::ZERO);
+        assert_eq!(
+            fitted.timeout + fitted.cleanup_timeout,
+            Duration::from_secs(12)
         );
     }
 

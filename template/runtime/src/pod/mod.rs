@@ -118,6 +118,7 @@ impl OwnPod {
                 drain_delay_ms = fitted.drain_delay.as_millis() as u64,
                 timeout_ms = fitted.timeout.as_millis() as u64,
                 cleanup_timeout_ms = fitted.cleanup_timeout.as_millis() as u64,
+                metrics_linger_ms = fitted.metrics_linger.as_millis() as u64,
                 "shutdown: the Pod's deletion allows less time than the budget; shrunk to fit"
             );
             return Some(fitted);

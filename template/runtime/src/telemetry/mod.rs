@@ -9,25 +9,27 @@ mod otel;
 use std::{
     io::IsTerminal,
     sync::atomic::{AtomicBool, Ordering},
-    time::Duration,
 };
 
-use axum::http::{HeaderMap, Method};
+use axum::{
+    extract::Request,
+    http::{StatusCode, Version},
+};
+use tokio::time::Instant;
 use tracing::Span;
 
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::settings::LogFormat;
 
-/// Holds what must be flushed before the process exits.
-pub(crate) struct Telemetry {
-    #[cfg(feature = "otel")]
-    exporter: Option<otel::Exporter>,
-}
+/// The span exporter, until [`flush_by`] takes it: global like the subscriber it feeds, so
+/// that the shutdown flushes it before the metrics linger, whoever installed it.
+#[cfg(feature = "otel")]
+static EXPORTER: std::sync::Mutex<Option<otel::Exporter>> = std::sync::Mutex::new(None);
 
 /// Installs the global subscriber. Call before starting the Tokio runtime: the OTLP
 /// exporter owns a blocking HTTP client that must not be created inside it.
-pub(crate) fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<Telemetry> {
+pub(crate) fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // kube's client logs each failed call at ERROR; the Pod integration is best effort and
     // logs its own warning instead. RUST_LOG naming kube_client brings them back.
@@ -81,6 +83,13 @@ pub(crate) fn init(service_name: &'static str, format: LogFormat) -> anyhow::Res
         EXPORTING_TRACES.store(exporter.is_some(), Ordering::Relaxed);
         match &exporter {
             Some(exporter) => {
+                if !exporter.unsupported_propagators.is_empty() {
+                    tracing::warn!(
+                        "OTEL_PROPAGATORS names {} that this build does not support: reading \
+                         only tracecontext and baggage from what it names",
+                        exporter.unsupported_propagators.join(", ")
+                    );
+                }
                 if let Some((variable, protocol)) = &exporter.unsupported {
                     tracing::warn!(
                         "{variable}={protocol} is not supported by this build: exporting over \
@@ -93,7 +102,8 @@ pub(crate) fn init(service_name: &'static str, format: LogFormat) -> anyhow::Res
                 tracing::info!("trace export off: set OTEL_EXPORTER_OTLP_ENDPOINT to turn it on")
             }
         }
-        Ok(Telemetry { exporter })
+        *EXPORTER.lock().expect("never poisoned") = exporter;
+        Ok(())
     }
     #[cfg(not(feature = "otel"))]
     {
@@ -102,36 +112,79 @@ pub(crate) fn init(service_name: &'static str, format: LogFormat) -> anyhow::Res
             .with(filter)
             .with(logs)
             .try_init()?;
-        Ok(Telemetry {})
+        Ok(())
     }
 }
 
-impl Telemetry {
-    /// Exports what is still buffered, giving up after `budget`; true if all went out.
-    pub(crate) async fn flush(self, budget: Duration) -> bool {
-        #[cfg(feature = "otel")]
-        if let Some(exporter) = self.exporter {
-            return exporter.shutdown(budget).await;
-        }
-        let _ = budget;
-        true
+/// Exports the spans still buffered, giving up at `deadline`, and stops exporting; true if
+/// all went out. Only the first call has anything to do.
+pub(crate) async fn flush_by(deadline: Instant) -> bool {
+    #[cfg(feature = "otel")]
+    let exporter = EXPORTER.lock().expect("never poisoned").take();
+    #[cfg(feature = "otel")]
+    if let Some(exporter) = exporter {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        return exporter.shutdown(budget).await;
     }
+    let _ = deadline;
+    true
 }
 
 /// Set once at start: whether spans leave the process.
 static EXPORTING_TRACES: AtomicBool = AtomicBool::new(false);
 
-/// Names a request's span the way trace backends expect (`GET /route`, kind server) and
-/// makes it a child of the trace the caller propagated (W3C `traceparent`), if any. Only
-/// while traces are exported: for logs alone it would be work on every request for nothing.
-pub(crate) fn describe_server_span(span: &Span, method: &Method, route: &str, headers: &HeaderMap) {
+/// Describes a request's span as OpenTelemetry's HTTP server conventions say: named
+/// `{method} {route}` (`{method}` without a route, `HTTP` for an unknown method), kind
+/// server, the scheme and protocol version, and a child of the trace the caller propagated
+/// (`OTEL_PROPAGATORS`), if any. Only while traces are exported: for logs alone it would be
+/// work on every request for nothing.
+pub(crate) fn describe_server_span(
+    span: &Span,
+    request: &Request,
+    method: &'static str,
+    route: Option<&str>,
+) {
     if !EXPORTING_TRACES.load(Ordering::Relaxed) {
         return;
     }
-    span.record("otel.name", format!("{method} {route}"));
+    let name = match (method, route) {
+        ("_OTHER", _) => "HTTP".to_owned(),
+        (method, Some(route)) => format!("{method} {route}"),
+        (method, None) => method.to_owned(),
+    };
+    span.record("otel.name", name);
     span.record("otel.kind", "server");
+    span.record("url.scheme", "http");
+    span.record(
+        "network.protocol.version",
+        protocol_version(request.version()),
+    );
+    if method == "_OTHER" {
+        span.record("http.request.method_original", request.method().as_str());
+    }
     #[cfg(feature = "otel")]
-    otel::adopt_remote_parent(span, headers);
-    #[cfg(not(feature = "otel"))]
-    let _ = headers;
+    otel::adopt_remote_parent(span, request.headers());
+}
+
+/// Notes the response in the request's span: its status code, and for a 5xx the error
+/// status (a 4xx is the client's error, not the server's).
+pub(crate) fn describe_response(span: &Span, status: StatusCode) {
+    if !EXPORTING_TRACES.load(Ordering::Relaxed) {
+        return;
+    }
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", status.as_str());
+    }
+}
+
+fn protocol_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
 }

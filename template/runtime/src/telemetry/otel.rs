@@ -3,13 +3,23 @@
 //! Export is on when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is
 //! set, unless `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`. Spans go through a
 //! batch processor on its own thread: a slow or absent collector costs dropped spans, never
-//! a blocked request. The protocol is `http/protobuf` (port 4318).
+//! a blocked request. The protocol is `http/protobuf` (port 4318). `OTEL_PROPAGATORS` picks
+//! how a caller's trace is read: `tracecontext` and `baggage` (the default), or `none`.
+//! Settings this build cannot honour are warned about and never stop the service.
 
 use std::time::Duration;
 
-use opentelemetry::{global, propagation::Extractor, trace::TracerProvider as _};
+use opentelemetry::{
+    global,
+    propagation::{Extractor, TextMapCompositePropagator, TextMapPropagator},
+    trace::TracerProvider as _,
+};
 use opentelemetry_otlp::WithExportConfig as _;
-use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use opentelemetry_sdk::{
+    Resource,
+    propagation::{BaggagePropagator, TraceContextPropagator},
+    trace::SdkTracerProvider,
+};
 use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -18,6 +28,31 @@ pub(super) struct Exporter {
     pub(super) endpoint: String,
     /// A protocol asked for that this build cannot speak, to warn about once logs are up.
     pub(super) unsupported: Option<(&'static str, String)>,
+    /// Propagators `OTEL_PROPAGATORS` named that this build does not have, likewise.
+    pub(super) unsupported_propagators: Vec<String>,
+}
+
+/// The propagators `OTEL_PROPAGATORS` names (W3C `tracecontext` and `baggage` when unset, as
+/// the specification says; `none` for none), and the names this build does not know.
+fn propagators(setting: Option<&str>) -> (TextMapCompositePropagator, Vec<String>) {
+    let mut chosen: Vec<Box<dyn TextMapPropagator + Send + Sync>> = Vec::new();
+    let mut unsupported = Vec::new();
+    for name in setting
+        .unwrap_or("tracecontext,baggage")
+        .split(',')
+        .map(str::trim)
+    {
+        match name {
+            "tracecontext" => chosen.push(Box::new(TraceContextPropagator::new())),
+            "baggage" => chosen.push(Box::new(BaggagePropagator::new())),
+            "none" | "" => {}
+            other => unsupported.push(other.to_owned()),
+        }
+    }
+    if setting.is_some_and(|names| names.split(',').any(|name| name.trim() == "none")) {
+        chosen.clear();
+    }
+    (TextMapCompositePropagator::new(chosen), unsupported)
 }
 
 impl Exporter {
@@ -58,11 +93,13 @@ impl Exporter {
             .with_batch_exporter(exporter)
             .with_resource(resource.build())
             .build();
-        global::set_text_map_propagator(TraceContextPropagator::new());
+        let (propagator, unsupported_propagators) = propagators(var("OTEL_PROPAGATORS").as_deref());
+        global::set_text_map_propagator(propagator);
         Ok(Some(Self {
             provider,
             endpoint,
             unsupported,
+            unsupported_propagators,
         }))
     }
 
@@ -72,7 +109,13 @@ impl Exporter {
     {
         // The instrumentation scope: the library that makes the spans.
         let tracer = self.provider.tracer(env!("CARGO_PKG_NAME"));
-        tracing_opentelemetry::layer().with_tracer(tracer)
+        // Only the request's own attributes: source locations, threads and busy/idle times
+        // are about this process's code, not about the request.
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
     }
 
     /// Flushes buffered spans on a blocking thread; gives up (and lets the thread go)
@@ -110,5 +153,37 @@ impl Extractor for Headers<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|name| name.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_headers(setting: Option<&str>) -> (Vec<String>, Vec<String>) {
+        let (propagator, unsupported) = propagators(setting);
+        let fields = propagator.fields().map(str::to_owned).collect();
+        (fields, unsupported)
+    }
+
+    #[test]
+    fn otel_propagators_picks_what_is_read_from_a_caller() {
+        let (fields, unsupported) = read_headers(None);
+        assert!(fields.contains(&"traceparent".to_owned()), "{fields:?}");
+        assert!(fields.contains(&"baggage".to_owned()), "{fields:?}");
+        assert!(unsupported.is_empty());
+
+        let (fields, _) = read_headers(Some("tracecontext"));
+        assert!(!fields.contains(&"baggage".to_owned()), "{fields:?}");
+
+        let (fields, _) = read_headers(Some("none"));
+        assert!(fields.is_empty(), "{fields:?}");
+    }
+
+    #[test]
+    fn unknown_propagators_are_named_and_the_known_ones_kept() {
+        let (fields, unsupported) = read_headers(Some("b3, tracecontext,xray"));
+        assert_eq!(unsupported, ["b3", "xray"]);
+        assert!(fields.contains(&"traceparent".to_owned()), "{fields:?}");
     }
 }
