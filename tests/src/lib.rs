@@ -4,6 +4,7 @@
 pub mod chart;
 pub mod http1;
 pub mod podman;
+pub mod prometheus;
 pub mod service;
 pub mod sim;
 

@@ -43,7 +43,10 @@ fn the_all_options_project_passes_fmt_clippy_and_its_tests() {
     project.cargo_ok(&["test", "--package", "kube-service-runtime"]);
     // The OpenTelemetry and Kubernetes tests only exist with their features: they ran.
     for (test, one_of_them) in [
-        ("otel", "spans_reach_the_collector_in_the_callers_trace"),
+        (
+            "otel",
+            "spans_follow_the_http_server_conventions_in_the_callers_trace",
+        ),
         (
             "kube",
             "a_clean_shutdown_tells_its_story_in_the_pods_events",
