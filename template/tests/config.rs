@@ -33,6 +33,21 @@ fn a_malformed_duration_names_its_variable() {
     assert!(message.contains("5s, 1500ms"), "{message}");
 }
 
+/// A typo of a few digits is refused at start, not met as a panic at the first request or at
+/// SIGTERM.
+#[test]
+fn a_duration_beyond_its_bound_is_refused() {
+    for variable in ["REQUEST_TIMEOUT", "SHUTDOWN_TIMEOUT"] {
+        let (code, message) = run_with(&[(variable, "10000000000000000000s")]);
+        assert_eq!(code, Some(EXIT_BAD_CONFIG), "{message}");
+        assert!(message.contains(variable), "{message}");
+        assert!(
+            message.contains("the most this service accepts"),
+            "{message}"
+        );
+    }
+}
+
 #[test]
 fn a_drain_delay_longer_than_the_timeout_is_refused() {
     let (code, message) = run_with(&[("SHUTDOWN_DRAIN_DELAY", "30s"), ("SHUTDOWN_TIMEOUT", "10s")]);

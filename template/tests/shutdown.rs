@@ -209,3 +209,35 @@ fn prestop_turns_readiness_off_and_answers_after_the_delay() {
     service.signal(SIGTERM);
     assert_eq!(service.wait_exit(), 0);
 }
+
+/// Every signal whose default action would end the process either drains it or is ignored:
+/// nothing ends it by accident.
+#[test]
+fn sighup_and_sigquit_drain_like_sigterm() {
+    for (signal, name) in [(libc::SIGHUP, "SIGHUP"), (libc::SIGQUIT, "SIGQUIT")] {
+        let mut service = Service::start(&[("SHUTDOWN_DRAIN_DELAY", "200ms")]);
+        service.signal(signal);
+        let received = service.wait_for_log("shutdown signal received");
+        assert_eq!(received["signal"], name);
+        assert_eq!(service.wait_exit(), 0, "{name} drains and exits cleanly");
+        service.wait_for_log("shutdown complete");
+    }
+}
+
+#[test]
+fn sigusr1_and_sigusr2_are_ignored_with_a_warning() {
+    let mut service = Service::start(&[("SHUTDOWN_DRAIN_DELAY", "200ms")]);
+    for (signal, name) in [(libc::SIGUSR1, "SIGUSR1"), (libc::SIGUSR2, "SIGUSR2")] {
+        service.signal(signal);
+        service.wait_for_log_where(|line| {
+            line["level"] == "WARN"
+                && line["message"] == "signal ignored: it means nothing to this service"
+                && line["signal"] == name
+        });
+    }
+    assert!(service.is_running());
+    assert_eq!(get(service.admin, "/readyz").status, 200, "still ready");
+    assert_eq!(get(service.http, "/").status, 200, "still serving");
+    service.signal(SIGTERM);
+    assert_eq!(service.wait_exit(), 0);
+}

@@ -243,6 +243,25 @@ fn an_explicit_grace_period_too_small_fails_with_the_arithmetic() {
 }
 
 #[test]
+fn a_scrape_interval_too_long_for_the_linger_names_the_values_to_change() {
+    let message = refusal(Render::default().set("metrics.podMonitor.interval=1h"));
+    assert!(
+        message.contains("metrics.podMonitor.interval (1h) would make the metrics linger 3602 s"),
+        "{message}"
+    );
+    assert!(
+        message.contains("shutdown.metricsLingerSeconds"),
+        "{message}"
+    );
+    let explicit = render(
+        Render::default()
+            .set("metrics.podMonitor.interval=1h")
+            .set("shutdown.metricsLingerSeconds=0"),
+    );
+    assert_eq!(seconds(&explicit, "SHUTDOWN_METRICS_LINGER"), 0);
+}
+
+#[test]
 fn a_drain_delay_not_shorter_than_the_timeout_fails() {
     let message = refusal(Render::default().set("shutdown.drainDelaySeconds=20"));
     assert!(
@@ -322,6 +341,15 @@ fn the_values_schema_refuses_nonsense_with_helms_message() {
         (
             "shutdown.timeoutSeconds=soon",
             "at '/shutdown/timeoutSeconds': got string, want integer",
+        ),
+        // The service refuses durations over an hour: so does the chart.
+        (
+            "shutdown.timeoutSeconds=3601",
+            "at '/shutdown/timeoutSeconds': maximum: got 3,601, want 3,600",
+        ),
+        (
+            "shutdown.metricsLingerSeconds=7200",
+            "at '/shutdown/metricsLingerSeconds': maximum: got 7,200, want 3,600",
         ),
         (
             "shutdown.grace=30",

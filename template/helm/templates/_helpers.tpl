@@ -72,6 +72,9 @@ service stops waiting as soon as every recent scraper has read them.
 {{- else if eq $unit "m" }}{{ $seconds = mul $count 60 }}
 {{- else if eq $unit "h" }}{{ $seconds = mul $count 3600 }}
 {{- end }}
+{{- if gt (add $seconds 2) 3600 }}
+{{- fail (printf "\n\nmetrics.podMonitor.interval (%s) would make the metrics linger %d s, longer than the 3600 s the service accepts. Set shutdown.metricsLingerSeconds (0 turns the linger off), or scrape more often." $interval (add $seconds 2)) }}
+{{- end }}
 {{- add $seconds 2 }}
 {{- else }}
 {{- int $s.metricsLingerSeconds }}

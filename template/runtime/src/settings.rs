@@ -20,6 +20,12 @@ const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
 const DEFAULT_IDLE_TIMEOUT: &str = "620s";
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
+/// The longest duration a setting accepts: far beyond any sane shutdown or request, and
+/// short enough that no arithmetic on it can overflow a clock.
+const LONGEST: Duration = Duration::from_secs(60 * 60);
+/// The longest idle keep-alive: a day.
+const LONGEST_IDLE: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The runtime's settings: flatten them into the service's command line
 /// (`#[command(flatten)]`); each is a flag and an environment variable.
 #[derive(Debug, Clone, Args)]
@@ -153,6 +159,7 @@ impl Settings {
 
     /// Checks that hold between settings; each message names the variables to change.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_bounds()?;
         if self.http_addr.port() != 0 && self.http_addr.port() == self.admin_addr.port() {
             return Err(format!(
                 "HTTP_ADDR ({}) and ADMIN_ADDR ({}) use the same port; the admin port must be \
@@ -183,6 +190,41 @@ impl Settings {
                 humantime::format_duration(self.shutdown_drain_delay),
                 humantime::format_duration(self.shutdown_timeout)
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// Every duration within its bound, so that a typo of a few digits is refused at start
+    /// rather than overflowing a deadline at the first request or at SIGTERM.
+    fn validate_bounds(&self) -> Result<(), String> {
+        let durations = [
+            ("SHUTDOWN_DRAIN_DELAY", self.shutdown_drain_delay, LONGEST),
+            ("SHUTDOWN_TIMEOUT", self.shutdown_timeout, LONGEST),
+            (
+                "SHUTDOWN_CLEANUP_TIMEOUT",
+                self.shutdown_cleanup_timeout,
+                LONGEST,
+            ),
+            (
+                "SHUTDOWN_METRICS_LINGER",
+                self.shutdown_metrics_linger,
+                LONGEST,
+            ),
+            ("PRESTOP_DELAY", self.prestop_delay, LONGEST),
+            ("REQUEST_TIMEOUT", self.request_timeout, LONGEST),
+            ("HEADER_READ_TIMEOUT", self.header_read_timeout, LONGEST),
+            ("IDLE_TIMEOUT", self.idle_timeout, LONGEST_IDLE),
+        ];
+        for (name, duration, longest) in durations {
+            if duration > longest {
+                return Err(format!(
+                    "{name} ({}) is longer than {}, the most this service accepts",
+                    humantime::format_duration(duration),
+                    humantime::format_duration(longest)
+                ));
+            }
         }
         Ok(())
     }
@@ -250,6 +292,21 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.contains("same port"), "{err}");
+    }
+
+    #[test]
+    fn durations_beyond_their_bound_are_refused_naming_the_variable() {
+        for variable in ["--request-timeout", "--shutdown-timeout", "--idle-timeout"] {
+            let err = settings(&[variable, "10000000000000000000s"]).unwrap_err();
+            let name = variable
+                .trim_start_matches("--")
+                .replace('-', "_")
+                .to_uppercase();
+            assert!(err.contains(&name), "{err}");
+            assert!(err.contains("the most this service accepts"), "{err}");
+        }
+        assert!(settings(&["--shutdown-timeout", "1h"]).is_ok());
+        assert!(settings(&["--idle-timeout", "24h"]).is_ok());
     }
 
     #[test]

@@ -307,3 +307,50 @@ async fn a_second_signal_ends_the_linger_with_the_shutdowns_own_exit_code() {
     assert_eq!(exit.code(), 0, "{exit:?}");
     assert_eq!(signalled.elapsed(), DRAIN + Duration::from_secs(1));
 }
+
+/// A client that connected just before the listener closed is about to send its request:
+/// closing its connection at once would reset that request.
+#[tokio::test(start_paused = true)]
+async fn a_connection_accepted_just_before_the_close_still_gets_its_answer() {
+    let service = Running::ready(settings(5, 20), hello()).await;
+    let signalled = service.signal(Signal::TERM);
+    tokio::time::sleep_until(signalled + DRAIN - Duration::from_millis(10)).await;
+    let mut just_in = Connection::open(service.http).await.unwrap();
+    tokio::time::sleep_until(signalled + DRAIN + Duration::from_millis(100)).await;
+    let answer = just_in.get("/").await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(answer.asks_to_close());
+    let report = report(service.exit().await);
+    assert!(report.is_clean(), "{report:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_never_sends_holds_the_shutdown_one_second_at_most() {
+    let service = Running::ready(settings(5, 20), hello()).await;
+    let signalled = service.signal(Signal::TERM);
+    tokio::time::sleep_until(signalled + DRAIN - Duration::from_millis(10)).await;
+    let _silent = Connection::open(service.http).await.unwrap();
+    let report = report(service.exit().await);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.took, DRAIN + Duration::from_secs(1));
+}
+
+/// The header read timeout holds while the service shuts down: a client trickling its
+/// headers is dropped, and the shutdown ends clean, long before its deadline.
+#[tokio::test(start_paused = true)]
+async fn a_slow_header_client_cannot_hold_the_shutdown_to_its_deadline() {
+    let settings = Settings {
+        header_read_timeout: Duration::from_secs(2),
+        ..settings(5, 20)
+    };
+    let service = Running::ready(settings, hello()).await;
+    let signalled = service.signal(Signal::TERM);
+    tokio::time::sleep_until(signalled + DRAIN - Duration::from_secs(1)).await;
+    let mut slow = Connection::open(service.http).await.unwrap();
+    slow.send_raw(b"GET / HTTP/1.1\r\nHost: slow\r\n")
+        .await
+        .unwrap();
+    let report = report(service.exit().await);
+    assert!(report.is_clean(), "{report:?}");
+    assert!(report.took < DRAIN + Duration::from_secs(2), "{report:?}");
+}

@@ -12,7 +12,7 @@
 use std::{
     io,
     pin::Pin,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     task::{Context, Poll},
     time::Duration,
 };
@@ -32,6 +32,8 @@ pub(crate) struct Activity {
     /// When the connection last finished a request (or opened).
     last_active: Stamp,
     in_flight: AtomicU64,
+    /// Whether any byte ever arrived: a connection without one was just opened.
+    received_any: AtomicBool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -50,6 +52,7 @@ impl Activity {
             head_started: Stamp::new(0),
             last_active: Stamp::new(0),
             in_flight: AtomicU64::new(0),
+            received_any: AtomicBool::new(false),
         };
         activity
             .last_active
@@ -61,8 +64,15 @@ impl Activity {
         self.opened.elapsed().as_millis() as u64 + 1
     }
 
+    /// True until the first byte arrives: the client has connected and its first request
+    /// is on its way.
+    pub(crate) fn is_fresh(&self) -> bool {
+        !self.received_any.load(Ordering::Acquire)
+    }
+
     /// Bytes arrived; with no request in flight they begin the next request's headers.
     fn bytes_received(&self) {
+        self.received_any.store(true, Ordering::Release);
         if self.in_flight.load(Ordering::Acquire) == 0 {
             let _ = self.head_started.compare_exchange(
                 0,
@@ -170,6 +180,14 @@ mod tests {
         assert_eq!(activity.verdict(HEADERS, IDLE), Verdict::Fine);
         tokio::time::advance(Duration::from_millis(150)).await;
         assert_eq!(activity.verdict(HEADERS, IDLE), Verdict::Idle);
+    }
+
+    #[test]
+    fn a_connection_is_fresh_until_its_first_byte() {
+        let activity = Activity::new();
+        assert!(activity.is_fresh());
+        activity.bytes_received();
+        assert!(!activity.is_fresh());
     }
 
     #[tokio::test(start_paused = true)]

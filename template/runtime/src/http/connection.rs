@@ -5,7 +5,9 @@
 //!   rather than ours; HTTP/2 connections get a GOAWAY, after which the client opens new
 //!   streams elsewhere.
 //! - Once stopping, the connection shuts down gracefully: closed at once if idle, after
-//!   the response if a request is in flight.
+//!   the response if a request is in flight. A connection accepted so recently that its
+//!   first request has not arrived yet is given [`FIRST_REQUEST_GRACE`] for it: closing it
+//!   at once would reset a request the client is sending.
 //! - At the hard deadline it is dropped, whatever it is doing.
 //! - In between, a watchdog enforces the header read and idle timeouts (see `activity`).
 
@@ -108,6 +110,7 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let mut aborted = pin!(WhenWoken::new(shared.abort.cancelled()));
     let mut closing = false;
     let mut watchdog = tokio::time::interval(watchdog_period(&shared));
+    let mut first_request_due = pin!(None::<tokio::time::Sleep>);
 
     loop {
         tokio::select! {
@@ -123,26 +126,43 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             }
             () = aborted.as_mut() => return,
             () = told_to_close.as_mut(), if !closing => {
-                connection.as_mut().graceful_shutdown();
                 closing = true;
+                if activity.is_fresh() {
+                    let grace = FIRST_REQUEST_GRACE.min(shared.header_read_timeout);
+                    first_request_due.set(Some(tokio::time::sleep(grace)));
+                } else {
+                    connection.as_mut().graceful_shutdown();
+                }
             }
-            // HTTP/2 has its own keep-alive pings; the watchdog is for HTTP/1.
-            _ = watchdog.tick(), if !closing && !protocol.http2.load(Ordering::Relaxed) => {
+            // Its request arrived (and is answered with `Connection: close`), or never did.
+            () = async { first_request_due.as_mut().as_pin_mut().expect("set").await },
+                if first_request_due.is_some() => {
+                first_request_due.set(None);
+                connection.as_mut().graceful_shutdown();
+            }
+            // HTTP/2 has its own keep-alive pings; the watchdog is for HTTP/1. It keeps
+            // watching while closing: a client trickling its headers cannot hold the shutdown.
+            _ = watchdog.tick(), if !protocol.http2.load(Ordering::Relaxed) => {
                 match activity.verdict(shared.header_read_timeout, shared.idle_timeout) {
                     Verdict::Fine => {}
                     Verdict::HeadersTooSlow => {
                         tracing::debug!("request headers not complete within HEADER_READ_TIMEOUT");
                         return;
                     }
-                    Verdict::Idle => {
+                    Verdict::Idle if !closing => {
                         connection.as_mut().graceful_shutdown();
                         closing = true;
                     }
+                    Verdict::Idle => {}
                 }
             }
         }
     }
 }
+
+/// How long a connection accepted just before the close may take to send its first request.
+/// Clients send it as soon as they are connected; this covers a busy machine's scheduling.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// Resolves when the connection should close gracefully: once stopping, or while draining
 /// as soon as it is known to be HTTP/2 (a GOAWAY moves its streams elsewhere).

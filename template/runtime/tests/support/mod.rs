@@ -154,6 +154,12 @@ impl Connection {
             .await
     }
 
+    /// Sends `bytes` as they are: part of a request, say.
+    pub async fn send_raw(&mut self, bytes: &'static [u8]) -> std::io::Result<()> {
+        self.with_stream(move |stream| stream.write_all(bytes))
+            .await
+    }
+
     /// Reads the answer to the request sent last.
     pub async fn read(&mut self) -> std::io::Result<Response> {
         self.with_stream(read_response).await
