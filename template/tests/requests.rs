@@ -2,9 +2,15 @@
 
 mod support;
 
-use std::{process::Command, time::Duration};
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, TcpStream},
+    os::fd::AsRawFd,
+    process::Command,
+    time::Duration,
+};
 
-use support::{Connection, Service, binary, get};
+use support::{Connection, PATIENCE, Service, binary, get};
 
 #[test]
 fn probes_answer_on_the_admin_port_only() {
@@ -188,4 +194,110 @@ fn the_healthcheck_subcommand_follows_readiness() {
     let draining = healthcheck();
     assert_eq!(draining.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&draining.stderr).contains("503"));
+}
+
+/// A client may shut down its sending side once its request is out and still wait for the
+/// answer.
+#[test]
+fn a_client_that_half_closes_still_gets_its_answer() {
+    let service = Service::start(&[]);
+    let mut stream = TcpStream::connect(service.http).unwrap();
+    stream
+        .write_all(b"GET /slow?ms=100 HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("waited 100ms\n"), "{answer}");
+}
+
+/// A request whose client went away is still counted: over HTTP/1 its handler runs to the
+/// end (a half-closed client cannot be told from a gone one), and its outcome is counted
+/// then. (One cut by the shutdown deadline is counted as `cancelled`.)
+#[test]
+fn a_request_the_client_abandoned_is_still_counted() {
+    let service = Service::start(&[]);
+    let mut stream = TcpStream::connect(service.http).unwrap();
+    stream
+        .write_all(b"GET /slow?ms=300 HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    service.wait_until("the request is in flight", |service| {
+        service.metric("http_requests_in_flight") == 1.0
+    });
+    reset(stream);
+    let counted = r#"http_requests_total{method="GET",route="/slow",status="200"} 1"#;
+    service.wait_until("the abandoned request is counted", |service| {
+        get(service.admin, "/metrics").body.contains(counted)
+    });
+    assert_eq!(service.metric("http_requests_in_flight"), 0.0);
+}
+
+/// Closes `stream` with a reset, as a client that gives up does.
+fn reset(stream: TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt(2) on a socket this function owns, with a pointer to a live value
+    // of the size given.
+    let result = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(result, 0, "SO_LINGER");
+    drop(stream);
+}
+
+/// Each connection is a file descriptor: the soft limit (often 1024) is raised to the hard
+/// one at start, so that a burst of clients does not meet it first.
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_one() {
+    let service = Service::start_with_open_files(&[], 256);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", service.pid())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let (soft, hard) = (open_files[3], open_files[4]);
+    assert_eq!(soft, hard, "{limits}");
+    let raised = service.wait_for_log("open file limit raised to the hard limit");
+    assert_eq!(raised["from"], 256);
+}
+
+/// No client can hold an admin connection open: one that sends nothing, or trickles its
+/// headers, is disconnected (after 5 s) rather than kept for good.
+#[test]
+fn the_admin_port_disconnects_clients_that_send_nothing_or_too_slowly() {
+    let service = Service::start(&[]);
+    let silent = TcpStream::connect(service.admin).unwrap();
+    let mut trickling = TcpStream::connect(service.admin).unwrap();
+    trickling.write_all(b"GET /livez HTTP/1.1\r\n").unwrap();
+    for mut client in [silent, trickling] {
+        client.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut answer = Vec::new();
+        match client.read_to_end(&mut answer) {
+            Ok(_) => {}
+            Err(error) => assert_eq!(
+                error.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "still open after {PATIENCE:?}"
+            ),
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(!answer.contains(" 200 "), "{answer}");
+    }
+    assert_eq!(
+        get(service.admin, "/livez").status,
+        200,
+        "the port still answers"
+    );
 }

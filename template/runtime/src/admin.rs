@@ -1,19 +1,23 @@
 //! The admin port: probes, metrics and the pre-stop hook. It is a separate listener, so
 //! application traffic (and the application Service) can never reach it, and it keeps
-//! answering until the process exits, draining included.
+//! answering until the process exits, draining included. Its connections are bounded in
+//! time whatever the client does.
 
 use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     Router,
-    extract::{ConnectInfo, State},
+    extract::{ConnectInfo, Request, State},
     http::{StatusCode, header},
     response::IntoResponse,
     routing::get,
 };
 
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{net::TcpStream, task::JoinHandle};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tower::ServiceExt as _;
 
 use crate::{
     lifecycle::{Lifecycle, State as LifecycleState},
@@ -40,26 +44,81 @@ pub(crate) struct Admin {
     pub(crate) prestop_delay: Duration,
 }
 
+/// The kubelet and Prometheus send their requests at once: a client that takes longer than
+/// this over a request's headers, or leaves its connection idle this long, is disconnected.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest an admin connection lives; then it closes after its current answer.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// How long that answer may still take before the connection is dropped (a client that does
+/// not read); the pre-stop hook's own delay comes on top.
+const LAST_ANSWER_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Serves the admin routes on `listener` until the returned server is stopped or dropped.
+/// Every connection is bounded in time, so that no client can hold one open for good.
 pub(crate) fn spawn(listener: Listener, admin: Admin) -> AdminServer {
-    // The peer's address tells scrapers apart (see `scrapers.rs`).
-    let router = router(admin).into_make_service_with_connect_info::<SocketAddr>();
+    let last_answer_patience = LAST_ANSWER_PATIENCE + admin.prestop_delay;
+    let router = router(admin);
     let stop = CancellationToken::new();
-    let stopped = stop.clone().cancelled_owned();
-    AdminServer {
-        serving: tokio::spawn(async move {
-            let serving = axum::serve(listener.socket, router).with_graceful_shutdown(stopped);
-            if let Err(error) = serving.await {
-                tracing::error!(%error, "admin server failed");
+    let connections = TaskTracker::new();
+    let accepting = {
+        let (stop, connections) = (stop.clone(), connections.clone());
+        async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    accepted = listener.socket.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            tracing::warn!(%error, "admin port: accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    () = stop.cancelled() => return,
+                };
+                let bounds = (stop.clone(), last_answer_patience);
+                connections.spawn(serve_connection(stream, peer, router.clone(), bounds));
             }
-        }),
+        }
+    };
+    AdminServer {
+        accepting: tokio::spawn(accepting),
+        connections,
         stop,
     }
 }
 
-/// The running admin server; it stops at once when dropped.
+/// One admin connection: HTTP/1, its headers read within [`HEADER_READ_TIMEOUT`], closed
+/// gracefully at the end of its lifetime or when the server stops.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    (stop, last_answer_patience): (CancellationToken, Duration),
+) {
+    // The peer's address tells scrapers apart (see `scrapers.rs`).
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        router.clone().oneshot(request)
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        () = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+        () = stop.cancelled() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(last_answer_patience, connection).await;
+}
+
+/// The running admin server; dropped, it stops accepting at once.
 pub(crate) struct AdminServer {
-    serving: JoinHandle<()>,
+    accepting: JoinHandle<()>,
+    connections: TaskTracker,
     stop: CancellationToken,
 }
 
@@ -68,13 +127,19 @@ impl AdminServer {
     /// above all), waiting at most `patience`.
     pub(crate) async fn stop(mut self, patience: Duration) {
         self.stop.cancel();
-        let _ = tokio::time::timeout(patience, &mut self.serving).await;
+        self.connections.close();
+        let finished = async {
+            let _ = (&mut self.accepting).await;
+            self.connections.wait().await;
+        };
+        let _ = tokio::time::timeout(patience, finished).await;
     }
 }
 
 impl Drop for AdminServer {
     fn drop(&mut self) {
-        self.serving.abort();
+        self.stop.cancel();
+        self.accepting.abort();
     }
 }
 

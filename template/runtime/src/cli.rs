@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::{
     error::Error,
-    healthcheck,
+    healthcheck, limits,
     listeners::Listeners,
     report::{EXIT_BAD_CONFIG, EXIT_STARTUP_FAILED},
     serve::{Exit, serve},
@@ -113,6 +113,13 @@ where
     if let Err(error) = telemetry::init(service.name, settings.log_format) {
         eprintln!("error: telemetry setup failed: {error:#}");
         return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    match limits::raise_open_files() {
+        Ok(limits::Raised::To { from, to }) => {
+            tracing::info!(from, to, "open file limit raised to the hard limit")
+        }
+        Ok(limits::Raised::AlreadyHighest(_)) => {}
+        Err(error) => tracing::warn!(%error, "could not raise the open file limit"),
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

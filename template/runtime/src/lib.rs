@@ -57,6 +57,7 @@ mod error;
 mod healthcheck;
 mod http;
 mod lifecycle;
+mod limits;
 mod listeners;
 mod metrics;
 mod observe;

@@ -37,6 +37,7 @@ pub(crate) struct Families {
     pub(crate) http_requests_in_flight: IntGauge,
     pub(crate) http_connections_open: IntGauge,
     pub(crate) http_connections_accepted: IntCounter,
+    pub(crate) http_accept_failures: IntCounter,
     pub(crate) http_panics: IntCounter,
     pub(crate) lifecycle_state: IntGaugeVec,
     pub(crate) draining: IntGauge,
@@ -110,6 +111,10 @@ impl Metrics {
             http_connections_accepted: IntCounter::new(
                 "http_connections_accepted_total",
                 "Connections accepted on the application port.",
+            )?,
+            http_accept_failures: IntCounter::new(
+                "http_accept_failures_total",
+                "Failed accepts on the application port, usually for want of file descriptors.",
             )?,
             http_panics: IntCounter::new(
                 "http_panics_total",
@@ -202,6 +207,7 @@ impl Families {
             Box::new(self.http_requests_in_flight.clone()),
             Box::new(self.http_connections_open.clone()),
             Box::new(self.http_connections_accepted.clone()),
+            Box::new(self.http_accept_failures.clone()),
             Box::new(self.http_panics.clone()),
             Box::new(self.lifecycle_state.clone()),
             Box::new(self.draining.clone()),

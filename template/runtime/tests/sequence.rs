@@ -354,3 +354,33 @@ async fn a_slow_header_client_cannot_hold_the_shutdown_to_its_deadline() {
     assert!(report.is_clean(), "{report:?}");
     assert!(report.took < DRAIN + Duration::from_secs(2), "{report:?}");
 }
+
+/// A request cut by the deadline is not lost from the metrics: it is counted under
+/// `status="cancelled"`, as the final scrape shows.
+#[tokio::test(start_paused = true)]
+async fn a_request_cut_by_the_deadline_is_counted_as_cancelled() {
+    let entered = Arc::new(Notify::new());
+    let router = Router::new().route("/hang", hanging(entered.clone()));
+    let settings = Settings {
+        request_timeout: TIMEOUT * 2,
+        ..lingering()
+    };
+    let service = Running::ready(settings, router).await;
+    support::get(service.admin, "/metrics").await.unwrap();
+    let mut hung = Connection::open(service.http).await.unwrap();
+    hung.send("/hang").await.unwrap();
+    entered.notified().await;
+
+    let signalled = service.signal(Signal::TERM);
+    let admin = service.admin;
+    let exit = tokio::spawn(service.exit());
+    // A scraper seen shortly before the end is waited for.
+    tokio::time::sleep_until(signalled + TIMEOUT - Duration::from_secs(1)).await;
+    support::get(admin, "/metrics").await.unwrap();
+    tokio::time::sleep_until(signalled + TIMEOUT + Duration::from_secs(1)).await;
+    let last = support::get(admin, "/metrics").await.unwrap();
+    let cancelled = r#"http_requests_total{method="GET",route="/hang",status="cancelled"} 1"#;
+    assert!(last.body.contains(cancelled), "{}", last.body);
+    let report = report(exit.await.unwrap());
+    assert_eq!(report.cut.requests, 1);
+}

@@ -39,6 +39,31 @@ impl Service {
         Service::spawn(Command::new(binary()), env)
     }
 
+    /// Starts the service with its soft open-file limit lowered to `soft`, as some hosts and
+    /// container runtimes start processes.
+    pub fn start_with_open_files(env: &[(&str, &str)], soft: u64) -> Service {
+        let mut command = Command::new(binary());
+        // SAFETY: between fork and exec only getrlimit(2) and setrlimit(2) run, both
+        // async-signal-safe, on a struct on this stack.
+        unsafe {
+            command.pre_exec(move || {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                limit.rlim_cur = soft.min(limit.rlim_max);
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Service::spawn(command, env)
+    }
+
     /// Starts the service the way systemd socket activation does: `sockets` become fds 3,
     /// 4, ..., described by `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID`. The pid is only
     /// known after the fork, so a shell sets it and then becomes the service with `exec`.

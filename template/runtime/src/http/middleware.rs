@@ -33,6 +33,8 @@ use tracing::{Span, field::Empty};
 use crate::{metrics::Metrics, settings::Settings};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The `status` label of a request that was never answered.
+const CANCELLED: &str = "cancelled";
 
 /// Wraps the application's routes in the request guards.
 pub(crate) fn guard(router: Router, metrics: &Metrics, settings: &Settings) -> Router {
@@ -142,6 +144,16 @@ pin_project! {
         books: Option<Books>,
         guards: Arc<Guards>,
     }
+
+    // Dropped before answering: the client went away, or the shutdown deadline cut it.
+    impl<F> PinnedDrop for Guarding<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(books) = this.books.take() {
+                books.abandon(&this.guards.metrics);
+            }
+        }
+    }
 }
 
 impl<F> Future for Guarding<F>
@@ -186,6 +198,16 @@ struct Books {
 }
 
 impl Books {
+    /// Counts a request that was never answered, under `status="cancelled"`.
+    fn abandon(self, metrics: &Metrics) {
+        let labels = [self.method, route_label(self.route.as_ref()), CANCELLED];
+        metrics.http_requests.with_label_values(&labels).inc();
+        metrics
+            .http_request_duration
+            .with_label_values(&labels)
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+
     /// Counts the response, notes it in the request's span and tells the caller the
     /// request id.
     fn close(self, mut response: Response, span: &Span, metrics: &Metrics) -> Response {

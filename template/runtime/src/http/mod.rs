@@ -85,7 +85,10 @@ impl HttpServer {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(None);
+            .header_read_timeout(None)
+            // A client may shut down its sending side once its request is out and still
+            // wait for the answer; without this, hyper would drop that request.
+            .half_close(true);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -117,13 +120,15 @@ impl HttpServer {
     pub(crate) async fn serve(self) -> OpenConnections {
         let stopping = self.shared.lifecycle.reached(State::Stopping);
         tokio::pin!(stopping);
+        let mut failures = AcceptFailures::default();
         loop {
             tokio::select! {
                 accepted = self.listener.socket.accept() => match accepted {
                     Ok((stream, _peer)) => self.spawn_connection(stream),
                     Err(error) => {
                         // Usually out of file descriptors: back off instead of spinning.
-                        tracing::error!(%error, "accept failed");
+                        self.shared.metrics.http_accept_failures.inc();
+                        failures.note(&error);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
@@ -182,5 +187,34 @@ impl OpenConnections {
         self.abort.cancel();
         self.connections.wait().await;
         cut
+    }
+}
+
+/// Failed accepts, logged once per [`AcceptFailures::EVERY`] with how many there were rather
+/// than once each: out of file descriptors, the loop retries 20 times a second.
+#[derive(Default)]
+struct AcceptFailures {
+    last_logged: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl AcceptFailures {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn note(&mut self, error: &std::io::Error) {
+        self.unlogged += 1;
+        if self
+            .last_logged
+            .is_some_and(|logged| logged.elapsed() < Self::EVERY)
+        {
+            return;
+        }
+        tracing::error!(
+            %error,
+            failures = self.unlogged,
+            "accept failed (out of file descriptors?); retrying, next report in 10 s at most"
+        );
+        self.last_logged = Some(tokio::time::Instant::now());
+        self.unlogged = 0;
     }
 }
