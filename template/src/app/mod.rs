@@ -33,7 +33,8 @@ pub struct Settings {
 
 /// The startup work: registers what the runtime must look after, returns the routes.
 pub async fn start(settings: Settings, startup: Startup) -> Result<Router, Error> {
-    let publisher = Arc::new(EventPublisher::new(10_000));
+    // Bounded in bytes: whatever clients send, it holds at most 8 MiB.
+    let publisher = Arc::new(EventPublisher::new(8 * 1024 * 1024));
 
     // Closed after the last request: whatever is still buffered gets sent.
     let closing = publisher.clone();
