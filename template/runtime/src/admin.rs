@@ -21,7 +21,7 @@ use tower::ServiceExt as _;
 
 use crate::{
     lifecycle::{Lifecycle, State as LifecycleState},
-    listeners::Listener,
+    listeners::{AcceptFailures, Listener},
     metrics::Metrics,
     readiness::ReadinessChecks,
     scrapers::Scrapers,
@@ -63,13 +63,13 @@ pub(crate) fn spawn(listener: Listener, admin: Admin) -> AdminServer {
     let accepting = {
         let (stop, connections) = (stop.clone(), connections.clone());
         async move {
+            let mut failures = AcceptFailures::on("admin");
             loop {
                 let (stream, peer) = tokio::select! {
                     accepted = listener.socket.accept() => match accepted {
                         Ok(accepted) => accepted,
                         Err(error) => {
-                            tracing::warn!(%error, "admin port: accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            failures.back_off(&error).await;
                             continue;
                         }
                     },

@@ -10,10 +10,11 @@
 use std::{
     net::SocketAddr,
     os::fd::{FromRawFd, RawFd},
+    time::Duration,
 };
 
 use anyhow::{Context, bail};
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, time::Instant};
 
 use crate::settings::Settings;
 
@@ -167,6 +168,48 @@ fn adopt(fd: RawFd, role: &str) -> anyhow::Result<TcpListener> {
     let listener = passed.try_clone().with_context(context)?;
     listener.set_nonblocking(true).with_context(context)?;
     TcpListener::from_std(listener).with_context(context)
+}
+
+/// Failed accepts on one port, usually for want of file descriptors: the accept loop backs
+/// off instead of spinning, and they are logged once per [`AcceptFailures::EVERY`] with how
+/// many there were, rather than 20 times a second.
+pub(crate) struct AcceptFailures {
+    port: &'static str,
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptFailures {
+    const EVERY: Duration = Duration::from_secs(10);
+    const BACK_OFF: Duration = Duration::from_millis(50);
+
+    /// For the accept loop of the `port` (`application`, `admin`) listener.
+    pub(crate) fn on(port: &'static str) -> Self {
+        Self {
+            port,
+            last_logged: None,
+            unlogged: 0,
+        }
+    }
+
+    /// Notes `error`, logs if it is time to, and waits before the next accept.
+    pub(crate) async fn back_off(&mut self, error: &std::io::Error) {
+        self.unlogged += 1;
+        let logged_lately = self
+            .last_logged
+            .is_some_and(|logged| logged.elapsed() < Self::EVERY);
+        if !logged_lately {
+            tracing::error!(
+                %error,
+                port = self.port,
+                failures = self.unlogged,
+                "accept failed (out of file descriptors?); retrying, next report in 10 s at most"
+            );
+            self.last_logged = Some(Instant::now());
+            self.unlogged = 0;
+        }
+        tokio::time::sleep(Self::BACK_OFF).await;
+    }
 }
 
 #[cfg(test)]

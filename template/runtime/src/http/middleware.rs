@@ -198,9 +198,9 @@ struct Books {
 }
 
 impl Books {
-    /// Counts a request that was never answered, under `status="cancelled"`.
-    fn abandon(self, metrics: &Metrics) {
-        let labels = [self.method, route_label(self.route.as_ref()), CANCELLED];
+    /// Counts the request in `http_requests_total` and its duration, with `status`.
+    fn count(&self, status: &str, metrics: &Metrics) {
+        let labels = [self.method, route_label(self.route.as_ref()), status];
         metrics.http_requests.with_label_values(&labels).inc();
         metrics
             .http_request_duration
@@ -208,19 +208,18 @@ impl Books {
             .observe(self.started.elapsed().as_secs_f64());
     }
 
+    /// Counts a request that was never answered, under `status="cancelled"`.
+    fn abandon(self, metrics: &Metrics) {
+        self.count(CANCELLED, metrics);
+    }
+
     /// Counts the response, notes it in the request's span and tells the caller the
     /// request id.
     fn close(self, mut response: Response, span: &Span, metrics: &Metrics) -> Response {
         let status = response.status();
         crate::telemetry::describe_response(span, status);
-        let route = route_label(self.route.as_ref());
-        let labels = [self.method, route, status.as_str()];
-        metrics.http_requests.with_label_values(&labels).inc();
+        self.count(status.as_str(), metrics);
         metrics.count_response(status);
-        metrics
-            .http_request_duration
-            .with_label_values(&labels)
-            .observe(self.started.elapsed().as_secs_f64());
         drop(self.in_flight);
         response.headers_mut().insert(REQUEST_ID, self.request_id);
         response

@@ -33,7 +33,7 @@ pub(crate) use middleware::guard;
 
 use crate::{
     lifecycle::{Lifecycle, State},
-    listeners::Listener,
+    listeners::{AcceptFailures, Listener},
     metrics::Metrics,
     report::Cut,
     settings::Settings,
@@ -120,16 +120,14 @@ impl HttpServer {
     pub(crate) async fn serve(self) -> OpenConnections {
         let stopping = self.shared.lifecycle.reached(State::Stopping);
         tokio::pin!(stopping);
-        let mut failures = AcceptFailures::default();
+        let mut failures = AcceptFailures::on("application");
         loop {
             tokio::select! {
                 accepted = self.listener.socket.accept() => match accepted {
                     Ok((stream, _peer)) => self.spawn_connection(stream),
                     Err(error) => {
-                        // Usually out of file descriptors: back off instead of spinning.
                         self.shared.metrics.http_accept_failures.inc();
-                        failures.note(&error);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        failures.back_off(&error).await;
                     }
                 },
                 () = &mut stopping => break,
@@ -187,34 +185,5 @@ impl OpenConnections {
         self.abort.cancel();
         self.connections.wait().await;
         cut
-    }
-}
-
-/// Failed accepts, logged once per [`AcceptFailures::EVERY`] with how many there were rather
-/// than once each: out of file descriptors, the loop retries 20 times a second.
-#[derive(Default)]
-struct AcceptFailures {
-    last_logged: Option<tokio::time::Instant>,
-    unlogged: u64,
-}
-
-impl AcceptFailures {
-    const EVERY: Duration = Duration::from_secs(10);
-
-    fn note(&mut self, error: &std::io::Error) {
-        self.unlogged += 1;
-        if self
-            .last_logged
-            .is_some_and(|logged| logged.elapsed() < Self::EVERY)
-        {
-            return;
-        }
-        tracing::error!(
-            %error,
-            failures = self.unlogged,
-            "accept failed (out of file descriptors?); retrying, next report in 10 s at most"
-        );
-        self.last_logged = Some(tokio::time::Instant::now());
-        self.unlogged = 0;
     }
 }

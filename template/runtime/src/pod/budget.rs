@@ -36,9 +36,11 @@ pub fn mismatch(pod: &PodShutdown, budget: &Budget, prestop_delay: Duration) -> 
         .chain([
             ("SHUTDOWN_TIMEOUT", budget.timeout),
             ("SHUTDOWN_CLEANUP_TIMEOUT", budget.cleanup_timeout),
-            ("SHUTDOWN_METRICS_LINGER", budget.metrics_linger),
         ])
-        .filter(|(name, duration)| *name != "SHUTDOWN_METRICS_LINGER" || !duration.is_zero())
+        .chain(
+            (!budget.metrics_linger.is_zero())
+                .then_some(("SHUTDOWN_METRICS_LINGER", budget.metrics_linger)),
+        )
         .collect();
     let needed: Duration = terms.iter().map(|(_, duration)| *duration).sum();
     if pod.grace_period >= needed {
