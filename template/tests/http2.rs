@@ -56,3 +56,20 @@ async fn draining_sends_goaway_and_still_serves_new_connections() {
         0
     );
 }
+
+/// The idle timeout holds for HTTP/2 too, however often the connection pings: an idle
+/// connection gets a GOAWAY and ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_http2_connection_is_closed_at_the_idle_timeout() {
+    let service = Service::start(&[("IDLE_TIMEOUT", "500ms")]);
+    let (mut sender, connection) = connect(&service).await;
+    assert_eq!(get(&mut sender).await, 200);
+    let ended = tokio::time::timeout(support::PATIENCE, connection).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    assert_eq!(
+        tokio::task::spawn_blocking(move || service.metric("http_connections_open"))
+            .await
+            .unwrap(),
+        0.0
+    );
+}

@@ -96,6 +96,7 @@ fn the_default_render_holds_what_a_platform_team_expects() {
         manifests.kinds(),
         [
             "Deployment",
+            "NetworkPolicy",
             "Pod",
             "PodDisruptionBudget",
             "Role",

@@ -15,7 +15,7 @@ use axum::{
 
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpStream, task::JoinHandle};
+use tokio::{net::TcpStream, task::JoinHandle, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt as _;
 
@@ -197,19 +197,39 @@ async fn metrics(
     )
 }
 
+/// How long after the pre-stop hook answered its signal may take to arrive. The kubelet
+/// sends it at once; a call no signal follows (from anyone else) ends its drain then.
+const SIGNAL_AFTER_PRESTOP: Duration = Duration::from_secs(10);
+
 /// For a kubelet `httpGet` preStop hook: turns readiness off at once and answers after
 /// `PRESTOP_DELAY`, the time endpoints and load balancers need to stop routing here.
-/// The kubelet sends SIGTERM once this returns.
+/// The kubelet sends SIGTERM once this returns. Without that signal the service is ready
+/// again [`SIGNAL_AFTER_PRESTOP`] later: no caller keeps it out of service for longer
+/// than a real pre-stop would.
 async fn prestop(State(admin): State<Admin>) -> String {
-    if admin.lifecycle.begin_draining("pre-stop hook called") {
+    let until = Instant::now() + admin.prestop_delay + SIGNAL_AFTER_PRESTOP;
+    if admin.lifecycle.begin_prestop(until) {
         tracing::info!(
             delay_ms = admin.prestop_delay.as_millis() as u64,
             "pre-stop hook: readiness off, waiting before SIGTERM"
         );
     }
+    // Spawned, so that a caller hanging up early cannot leave the drain on.
+    tokio::spawn(end_unless_signalled(admin.clone(), until));
     tokio::time::sleep(admin.prestop_delay).await;
     format!(
         "pre-stop delay of {} elapsed\n",
         humantime::format_duration(admin.prestop_delay)
     )
+}
+
+async fn end_unless_signalled(admin: Admin, until: Instant) {
+    tokio::time::sleep_until(until).await;
+    if admin.lifecycle.end_unfollowed_prestop() {
+        admin.metrics.prestop_unfollowed.inc();
+        tracing::warn!(
+            "pre-stop hook called, but no shutdown signal followed: ready again \
+             (was it called by someone other than the kubelet?)"
+        );
+    }
 }

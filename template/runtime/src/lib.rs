@@ -52,6 +52,7 @@
 
 mod admin;
 mod budget;
+mod capacity;
 mod cli;
 mod error;
 mod healthcheck;

@@ -2,7 +2,9 @@
 //! the probes, the connections, and the observers (metrics, logs, Pod events) read it; only
 //! the sequence and the pre-stop hook move it.
 //!
-//! States only move forward: `starting → ready → draining → stopping → stopped`.
+//! States move forward, `starting → ready → draining → stopping → stopped`, with one way
+//! back: a pre-stop hook that no signal follows (a stray or hostile `GET /prestop`) ends its
+//! drain, `draining → ready`, once the time a real pre-stop takes has passed.
 
 use std::sync::{
     Arc,
@@ -65,11 +67,16 @@ pub(crate) struct Snapshot {
     pub(crate) state: State,
     /// Why draining began (a signal, the pre-stop hook); empty before.
     pub(crate) drain_reason: &'static str,
+    /// While only the pre-stop hook drains: when it ends unless a signal follows.
+    pub(crate) prestop_until: Option<Instant>,
     /// Set once the signal arrived and the budget is known.
     pub(crate) drain: Option<Drain>,
     /// Set with [`State::Stopped`].
     pub(crate) report: Option<Report>,
 }
+
+/// Why a drain began when the pre-stop hook began it.
+const PRESTOP_REASON: &str = "pre-stop hook called";
 
 /// Shared handle to the lifecycle; cheap to clone.
 #[derive(Clone)]
@@ -85,6 +92,7 @@ impl Lifecycle {
         let (snapshot, _) = watch::channel(Snapshot {
             state: State::Starting,
             drain_reason: "",
+            prestop_until: None,
             drain: None,
             report: None,
         });
@@ -122,15 +130,50 @@ impl Lifecycle {
         self.snapshot.borrow().drain_reason
     }
 
-    /// Starts draining unless already past it; returns true if this call started it.
+    /// Starts draining for good unless already past it; a drain the pre-stop hook began
+    /// becomes final. Returns whether anything changed.
     pub(crate) fn begin_draining(&self, reason: &'static str) -> bool {
         self.change(|snapshot| {
+            let pending_prestop = snapshot.prestop_until.take().is_some();
             if snapshot.state >= State::Draining {
-                return false;
+                return pending_prestop;
             }
             snapshot.state = State::Draining;
             snapshot.drain_reason = reason;
             true
+        })
+    }
+
+    /// Drains for the pre-stop hook until `until`, when [`Self::end_unfollowed_prestop`]
+    /// takes it back unless a signal came first. Only a ready service starts such a drain
+    /// (one still starting is not ready anyway). Returns true if this call started it.
+    pub(crate) fn begin_prestop(&self, until: Instant) -> bool {
+        self.change(|snapshot| match snapshot.prestop_until {
+            Some(pending) => {
+                snapshot.prestop_until = Some(pending.max(until));
+                false
+            }
+            None if snapshot.state == State::Ready => {
+                snapshot.state = State::Draining;
+                snapshot.drain_reason = PRESTOP_REASON;
+                snapshot.prestop_until = Some(until);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Back to ready if the pre-stop hook's drain is over and no signal followed it;
+    /// returns whether it went back.
+    pub(crate) fn end_unfollowed_prestop(&self) -> bool {
+        self.change(|snapshot| match snapshot.prestop_until {
+            Some(until) if Instant::now() >= until => {
+                snapshot.prestop_until = None;
+                snapshot.state = State::Ready;
+                snapshot.drain_reason = "";
+                true
+            }
+            _ => false,
         })
     }
 
@@ -186,6 +229,31 @@ mod tests {
         assert!(!lifecycle.advance(State::Ready));
         assert_eq!(lifecycle.state(), State::Draining);
         assert_eq!(lifecycle.drain_reason(), "test");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pre_stop_drain_ends_unless_a_signal_follows() {
+        let lifecycle = Lifecycle::new();
+        lifecycle.advance(State::Ready);
+        let until = Instant::now() + std::time::Duration::from_secs(15);
+        assert!(lifecycle.begin_prestop(until));
+        assert!(
+            !lifecycle.begin_prestop(until),
+            "a second call extends, at most"
+        );
+        assert!(!lifecycle.end_unfollowed_prestop(), "not before its time");
+        tokio::time::advance(std::time::Duration::from_secs(15)).await;
+        assert!(lifecycle.end_unfollowed_prestop());
+        assert_eq!(lifecycle.state(), State::Ready);
+
+        assert!(lifecycle.begin_prestop(Instant::now()));
+        assert!(
+            lifecycle.begin_draining("signal"),
+            "the signal makes it final"
+        );
+        assert!(!lifecycle.end_unfollowed_prestop());
+        assert_eq!(lifecycle.state(), State::Draining);
+        assert_eq!(lifecycle.drain_reason(), PRESTOP_REASON);
     }
 
     #[tokio::test]

@@ -38,3 +38,14 @@ pub(crate) fn raise_open_files() -> std::io::Result<Raised> {
         to: limit.rlim_max,
     })
 }
+
+/// The soft `RLIMIT_NOFILE`, as raised (or not) at start; `None` when unknown or unlimited.
+pub(crate) fn open_files() -> Option<libc::rlim_t> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes into the struct it is given, which lives on this stack.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    (known && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}

@@ -38,6 +38,10 @@ pub(crate) struct Families {
     pub(crate) http_connections_open: IntGauge,
     pub(crate) http_connections_accepted: IntCounter,
     pub(crate) http_accept_failures: IntCounter,
+    pub(crate) http_connections_limit: IntGauge,
+    pub(crate) http_connections_limited: IntCounter,
+    pub(crate) http_request_memory_limit: IntGauge,
+    pub(crate) http_requests_shed: IntCounter,
     pub(crate) http_panics: IntCounter,
     pub(crate) lifecycle_state: IntGaugeVec,
     pub(crate) draining: IntGauge,
@@ -51,6 +55,7 @@ pub(crate) struct Families {
     pub(crate) shutdown_budget_mismatch: IntGauge,
     pub(crate) shutdown_budget_shrunk: IntCounter,
     pub(crate) readiness_check_up: IntGaugeVec,
+    pub(crate) prestop_unfollowed: IntCounter,
     shutdown_started: OnceLock<Instant>,
 }
 
@@ -115,6 +120,28 @@ impl Metrics {
             http_accept_failures: IntCounter::new(
                 "http_accept_failures_total",
                 "Failed accepts on the application port, usually for want of file descriptors.",
+            )?,
+            http_connections_limit: IntGauge::new(
+                "http_connections_limit",
+                "Most application connections open at once (MAX_CONNECTIONS).",
+            )?,
+            http_connections_limited: IntCounter::new(
+                "http_connections_limited_total",
+                "Times the application port stopped accepting at MAX_CONNECTIONS and asked \
+                 idle connections to close.",
+            )?,
+            http_request_memory_limit: IntGauge::new(
+                "http_request_memory_limit_bytes",
+                "Most bytes the requests being answered may hold at once (REQUEST_MEMORY).",
+            )?,
+            http_requests_shed: IntCounter::new(
+                "http_requests_shed_total",
+                "Requests answered 503 at once because those in flight held REQUEST_MEMORY.",
+            )?,
+            prestop_unfollowed: IntCounter::new(
+                "prestop_hooks_unfollowed_total",
+                "Pre-stop hook calls that no shutdown signal followed; each took readiness \
+                 off for PRESTOP_DELAY plus 10 s, then the service was ready again.",
             )?,
             http_panics: IntCounter::new(
                 "http_panics_total",
@@ -208,7 +235,12 @@ impl Families {
             Box::new(self.http_connections_open.clone()),
             Box::new(self.http_connections_accepted.clone()),
             Box::new(self.http_accept_failures.clone()),
+            Box::new(self.http_connections_limit.clone()),
+            Box::new(self.http_connections_limited.clone()),
+            Box::new(self.http_request_memory_limit.clone()),
+            Box::new(self.http_requests_shed.clone()),
             Box::new(self.http_panics.clone()),
+            Box::new(self.prestop_unfollowed.clone()),
             Box::new(self.lifecycle_state.clone()),
             Box::new(self.draining.clone()),
             Box::new(self.shutdown_budget.clone()),

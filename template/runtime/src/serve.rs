@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use crate::{
     admin::{self, Admin},
+    capacity::Capacity,
     error::{Error, describe},
     http::{self, HttpServer},
     lifecycle::{Lifecycle, State},
@@ -197,13 +198,20 @@ impl Core {
     fn serve(&self, listener: Listener, routes: Router) -> Stoppable {
         let (settings, metrics) = (&self.settings, &self.metrics);
         self.startup.checks.spawn_all(&self.startup.tasks, metrics);
-        let router = http::guard(routes, metrics, settings);
+        let capacity = Capacity::of(settings);
+        tracing::info!(
+            max_connections = capacity.connections,
+            request_memory = capacity.request_memory,
+            "capacity: connections and request memory held at once"
+        );
+        let router = http::guard(routes, metrics, settings, capacity.request_memory);
         let server = HttpServer::new(
             listener,
             router,
             self.lifecycle.clone(),
             metrics.clone(),
             settings,
+            capacity.connections,
         );
         let in_flight = server.requests_in_flight();
         let serving = tokio::spawn(server.serve());

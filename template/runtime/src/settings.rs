@@ -92,6 +92,18 @@ pub struct Settings {
           default_value_t = DEFAULT_BODY_LIMIT)]
     pub request_body_limit: usize,
 
+    /// Most application connections open at once. At the limit, idle keep-alive connections
+    /// are closed to make room and new ones wait in the kernel's backlog. Default: half the
+    /// container's memory limit at 80 KiB a connection, within the open-file limit.
+    #[arg(long, env = "MAX_CONNECTIONS", value_name = "MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Most bytes the requests being answered may hold at once: their headers, and their
+    /// bodies at the declared length (REQUEST_BODY_LIMIT when undeclared). A request beyond
+    /// it is answered 503 at once. Default: a quarter of the container's memory limit.
+    #[arg(long, env = "REQUEST_MEMORY", value_name = "REQUEST_MEMORY")]
+    pub request_memory: Option<usize>,
+
     /// Log format: `json`, `pretty`, or `auto` (pretty on a terminal, JSON otherwise).
     #[arg(
         long,
@@ -140,6 +152,8 @@ impl Default for Settings {
             header_read_timeout: duration(DEFAULT_HEADER_READ_TIMEOUT),
             idle_timeout: duration(DEFAULT_IDLE_TIMEOUT),
             request_body_limit: DEFAULT_BODY_LIMIT,
+            max_connections: None,
+            request_memory: None,
             log_format: LogFormat::Auto,
             kube_integration: true,
         }
@@ -181,6 +195,16 @@ impl Settings {
             if duration.is_zero() {
                 return Err(format!("{name} must be longer than 0s"));
             }
+        }
+        if self.max_connections == Some(0) {
+            return Err("MAX_CONNECTIONS must be at least 1".into());
+        }
+        if let Some(memory) = self.request_memory.filter(|m| *m < self.request_body_limit) {
+            return Err(format!(
+                "REQUEST_MEMORY ({memory}) is smaller than REQUEST_BODY_LIMIT ({}): a request \
+                 with the largest body allowed could never be answered",
+                self.request_body_limit
+            ));
         }
         if self.shutdown_drain_delay >= self.shutdown_timeout {
             return Err(format!(

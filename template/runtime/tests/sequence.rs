@@ -241,6 +241,43 @@ async fn the_pre_stop_hook_turns_readiness_off_and_answers_after_its_delay() {
     assert_eq!(report.took, DRAIN, "drained from the signal: {signalled:?}");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_pre_stop_call_no_signal_follows_takes_the_service_out_only_for_a_while() {
+    let service = Running::ready(settings(5, 20), hello()).await;
+    let admin = service.admin;
+    // A caller that hangs up at once: the drain it began still ends.
+    let mut caller = Connection::open(admin).await.unwrap();
+    caller.send("/prestop").await.unwrap();
+    let called = Instant::now();
+    loop {
+        if support::get(admin, "/readyz").await.unwrap().status == 503 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    drop(caller);
+
+    // The pre-stop delay (3 s) and the 10 s a signal may take to follow it.
+    tokio::time::sleep_until(called + Duration::from_millis(12_900)).await;
+    assert_eq!(support::get(admin, "/readyz").await.unwrap().status, 503);
+    tokio::time::sleep_until(called + Duration::from_millis(13_100)).await;
+    let readyz = support::get(admin, "/readyz").await.unwrap();
+    assert_eq!(readyz.status, 200, "{}", readyz.body);
+    let metrics = support::get(admin, "/metrics").await.unwrap().body;
+    assert!(
+        metrics.contains("prestop_hooks_unfollowed_total 1"),
+        "{metrics}"
+    );
+    let answer = support::get(service.http, "/").await.unwrap();
+    assert!(!answer.asks_to_close(), "serving as before");
+
+    // A real shutdown later still drains in full.
+    service.signal(Signal::TERM);
+    let report = report(service.exit().await);
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.took, DRAIN);
+}
+
 const LINGER: Duration = Duration::from_secs(17);
 
 fn lingering() -> Settings {

@@ -42,6 +42,16 @@ impl Service {
     /// Starts the service with its soft open-file limit lowered to `soft`, as some hosts and
     /// container runtimes start processes.
     pub fn start_with_open_files(env: &[(&str, &str)], soft: u64) -> Service {
+        Service::start_with_open_file_limits(env, soft, None)
+    }
+
+    /// Starts the service with its soft open-file limit at `soft` and, if given, its hard one
+    /// at `hard`, which the service cannot raise.
+    pub fn start_with_open_file_limits(
+        env: &[(&str, &str)],
+        soft: u64,
+        hard: Option<u64>,
+    ) -> Service {
         let mut command = Command::new(binary());
         // SAFETY: between fork and exec only getrlimit(2) and setrlimit(2) run, both
         // async-signal-safe, on a struct on this stack.
@@ -54,6 +64,7 @@ impl Service {
                 if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                limit.rlim_max = hard.unwrap_or(limit.rlim_max).min(limit.rlim_max);
                 limit.rlim_cur = soft.min(limit.rlim_max);
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                     return Err(std::io::Error::last_os_error());

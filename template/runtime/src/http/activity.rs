@@ -8,6 +8,11 @@
 //!   `HEADER_READ_TIMEOUT` (slowloris guard);
 //! - a connection with nothing to do is closed after `IDLE_TIMEOUT`, which is longer than
 //!   the idle timeouts of common clients and load balancers, so that they close first.
+//!
+//! A connection that has sent nothing at all since it was accepted counts as a slow client
+//! too: a client connects to send a request. HTTP/2 sends frames between requests (pings,
+//! window updates), so there only the idle timeout applies; its streams' headers arrive in
+//! one piece or not at all, and a connection with no stream for `IDLE_TIMEOUT` is idle.
 
 use std::{
     io,
@@ -36,10 +41,18 @@ pub(crate) struct Activity {
     received_any: AtomicBool,
 }
 
+/// The protocol a connection speaks, as far as the timeouts care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Http1,
+    Http2,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Fine,
-    /// Request headers started arriving longer ago than the header read timeout.
+    /// Request headers started arriving longer ago than the header read timeout, or the
+    /// connection has sent nothing for that long since it was accepted.
     HeadersTooSlow,
     /// Nothing happened for longer than the idle timeout.
     Idle,
@@ -94,16 +107,34 @@ impl Activity {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
-    pub(crate) fn verdict(&self, header_read_timeout: Duration, idle_timeout: Duration) -> Verdict {
+    /// Between two requests: no request in flight, none begun (pings aside on HTTP/2), and
+    /// the first one done; closing it now loses nothing.
+    pub(crate) fn is_between_requests(&self, protocol: Protocol) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && !self.is_fresh()
+            && (protocol == Protocol::Http2 || self.head_started.load(Ordering::Acquire) == 0)
+    }
+
+    pub(crate) fn verdict(
+        &self,
+        header_read_timeout: Duration,
+        idle_timeout: Duration,
+        protocol: Protocol,
+    ) -> Verdict {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return Verdict::Fine;
         }
         let now = self.now();
         let since = |stamp: u64| Duration::from_millis(now.saturating_sub(stamp));
-        match self.head_started.load(Ordering::Acquire) {
-            0 if since(self.last_active.load(Ordering::Relaxed)) >= idle_timeout => Verdict::Idle,
-            0 => Verdict::Fine,
-            started if since(started) >= header_read_timeout => Verdict::HeadersTooSlow,
+        let idle = since(self.last_active.load(Ordering::Relaxed));
+        if self.is_fresh() && idle >= header_read_timeout {
+            return Verdict::HeadersTooSlow;
+        }
+        match (protocol, self.head_started.load(Ordering::Acquire)) {
+            (Protocol::Http1, 0) | (Protocol::Http2, _) if idle >= idle_timeout => Verdict::Idle,
+            (Protocol::Http1, started) if started != 0 && since(started) >= header_read_timeout => {
+                Verdict::HeadersTooSlow
+            }
             _ => Verdict::Fine,
         }
     }
@@ -176,10 +207,53 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_is_not_a_slow_client() {
         let activity = Activity::new();
+        activity.bytes_received();
+        activity.request_started();
+        activity.request_finished();
         tokio::time::advance(Duration::from_millis(100)).await;
-        assert_eq!(activity.verdict(HEADERS, IDLE), Verdict::Fine);
+        assert_eq!(
+            activity.verdict(HEADERS, IDLE, Protocol::Http1),
+            Verdict::Fine
+        );
         tokio::time::advance(Duration::from_millis(150)).await;
-        assert_eq!(activity.verdict(HEADERS, IDLE), Verdict::Idle);
+        assert_eq!(
+            activity.verdict(HEADERS, IDLE, Protocol::Http1),
+            Verdict::Idle
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_sends_nothing_has_the_header_read_timeout() {
+        for protocol in [Protocol::Http1, Protocol::Http2] {
+            let activity = Activity::new();
+            tokio::time::advance(Duration::from_millis(40)).await;
+            assert_eq!(activity.verdict(HEADERS, IDLE, protocol), Verdict::Fine);
+            tokio::time::advance(Duration::from_millis(10)).await;
+            assert_eq!(
+                activity.verdict(HEADERS, IDLE, protocol),
+                Verdict::HeadersTooSlow
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_connection_is_idle_however_many_pings_it_gets() {
+        let activity = Activity::new();
+        activity.bytes_received();
+        activity.request_started();
+        activity.request_finished();
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_millis(60)).await;
+            activity.bytes_received(); // a ping, not a request
+            assert_ne!(
+                activity.verdict(HEADERS, IDLE, Protocol::Http2),
+                Verdict::HeadersTooSlow
+            );
+        }
+        assert_eq!(
+            activity.verdict(HEADERS, IDLE, Protocol::Http2),
+            Verdict::Idle
+        );
     }
 
     #[test]
@@ -195,7 +269,10 @@ mod tests {
         let activity = Activity::new();
         activity.bytes_received();
         tokio::time::advance(Duration::from_millis(60)).await;
-        assert_eq!(activity.verdict(HEADERS, IDLE), Verdict::HeadersTooSlow);
+        assert_eq!(
+            activity.verdict(HEADERS, IDLE, Protocol::Http1),
+            Verdict::HeadersTooSlow
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -205,8 +282,14 @@ mod tests {
         activity.request_started();
         activity.bytes_received(); // the body
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(activity.verdict(HEADERS, IDLE), Verdict::Fine);
+        assert_eq!(
+            activity.verdict(HEADERS, IDLE, Protocol::Http1),
+            Verdict::Fine
+        );
         activity.request_finished();
-        assert_eq!(activity.verdict(HEADERS, IDLE), Verdict::Fine);
+        assert_eq!(
+            activity.verdict(HEADERS, IDLE, Protocol::Http1),
+            Verdict::Fine
+        );
     }
 }

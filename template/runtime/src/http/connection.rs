@@ -9,7 +9,8 @@
 //!   first request has not arrived yet is given [`FIRST_REQUEST_GRACE`] for it: closing it
 //!   at once would reset a request the client is sending.
 //! - At the hard deadline it is dropped, whatever it is doing.
-//! - In between, a watchdog enforces the header read and idle timeouts (see `activity`).
+//! - In between, a watchdog enforces the header read and idle timeouts (see `activity`), on
+//!   HTTP/1 and HTTP/2 alike.
 
 use std::{
     convert::Infallible,
@@ -32,13 +33,16 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
-use tokio::{net::TcpStream, sync::Notify};
+use tokio::{
+    net::TcpStream,
+    sync::{Notify, watch},
+};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::{
     RequestsInFlight,
-    activity::{Activity, Observed, Verdict},
+    activity::{Activity, Observed, Protocol, Verdict},
     when_woken::WhenWoken,
 };
 use crate::{
@@ -57,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) in_flight: RequestsInFlight,
     pub(crate) header_read_timeout: Duration,
     pub(crate) idle_timeout: Duration,
+    /// Sent when the server is at MAX_CONNECTIONS: idle connections close to make room.
+    pub(crate) reclaim: watch::Sender<()>,
 }
 
 /// Per-connection flags that the request path sets and the connection task reads.
@@ -108,6 +114,7 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     // Both wait on state every connection shares; see `when_woken` for why they are wrapped.
     let mut told_to_close = pin!(WhenWoken::new(told_to_close(&shared.lifecycle, &protocol)));
     let mut aborted = pin!(WhenWoken::new(shared.abort.cancelled()));
+    let mut reclaimed = pin!(WhenWoken::new(reclaim_asked(shared.reclaim.subscribe())));
     let mut closing = false;
     let mut watchdog = tokio::time::interval(watchdog_period(&shared));
     let mut first_request_due = pin!(None::<tokio::time::Sleep>);
@@ -134,19 +141,28 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                     connection.as_mut().graceful_shutdown();
                 }
             }
+            () = reclaimed.as_mut(), if !closing => {
+                if activity.is_between_requests(protocol.speaks()) {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                } else {
+                    reclaimed.set(WhenWoken::new(reclaim_asked(shared.reclaim.subscribe())));
+                }
+            }
             // Its request arrived (and is answered with `Connection: close`), or never did.
             () = async { first_request_due.as_mut().as_pin_mut().expect("set").await },
                 if first_request_due.is_some() => {
                 first_request_due.set(None);
                 connection.as_mut().graceful_shutdown();
             }
-            // HTTP/2 has its own keep-alive pings; the watchdog is for HTTP/1. It keeps
-            // watching while closing: a client trickling its headers cannot hold the shutdown.
-            _ = watchdog.tick(), if !protocol.http2.load(Ordering::Relaxed) => {
-                match activity.verdict(shared.header_read_timeout, shared.idle_timeout) {
+            // It keeps watching while closing: a client trickling its headers cannot hold
+            // the shutdown.
+            _ = watchdog.tick() => {
+                let speaks = protocol.speaks();
+                match activity.verdict(shared.header_read_timeout, shared.idle_timeout, speaks) {
                     Verdict::Fine => {}
                     Verdict::HeadersTooSlow => {
-                        tracing::debug!("request headers not complete within HEADER_READ_TIMEOUT");
+                        tracing::debug!("no complete request headers within HEADER_READ_TIMEOUT");
                         return;
                     }
                     Verdict::Idle if !closing => {
@@ -158,6 +174,21 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             }
         }
     }
+}
+
+impl ProtocolSeen {
+    fn speaks(&self) -> Protocol {
+        match self.http2.load(Ordering::Relaxed) {
+            true => Protocol::Http2,
+            false => Protocol::Http1,
+        }
+    }
+}
+
+/// Resolves the next time the server asks idle connections to close.
+async fn reclaim_asked(mut reclaim: watch::Receiver<()>) {
+    // The sender lives in `Shared`, as long as every connection.
+    let _ = reclaim.changed().await;
 }
 
 /// How long a connection accepted just before the close may take to send its first request.

@@ -1,7 +1,7 @@
 //! What every application request goes through, in one layer so that a request pays for one
 //! future rather than a stack of them:
 //! request id → `request` span → in-flight gauge and metrics → body limit (413) →
-//! panic catcher (500) → timeout (503) → your handler.
+//! request memory (503) → panic catcher (500) → timeout (503) → your handler.
 
 use std::{
     convert::Infallible,
@@ -21,12 +21,15 @@ use axum::{
     Router,
     body::{Body, HttpBody},
     extract::{DefaultBodyLimit, MatchedPath, Request},
-    http::{HeaderName, HeaderValue, Method, StatusCode},
+    http::{HeaderName, HeaderValue, Method, StatusCode, header::RETRY_AFTER},
     response::{IntoResponse, Response},
 };
 use http_body_util::Limited;
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Sleep,
+};
 use tower::{Layer, Service};
 use tracing::{Span, field::Empty};
 
@@ -36,12 +39,22 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The `status` label of a request that was never answered.
 const CANCELLED: &str = "cancelled";
 
-/// Wraps the application's routes in the request guards.
-pub(crate) fn guard(router: Router, metrics: &Metrics, settings: &Settings) -> Router {
+/// Wraps the application's routes in the request guards; the requests being answered hold
+/// at most `request_memory` bytes.
+pub(crate) fn guard(
+    router: Router,
+    metrics: &Metrics,
+    settings: &Settings,
+    request_memory: usize,
+) -> Router {
+    metrics
+        .http_request_memory_limit
+        .set(i64::try_from(request_memory).unwrap_or(i64::MAX));
     router.layer(GuardLayer(Arc::new(Guards {
         metrics: metrics.clone(),
         request_timeout: settings.request_timeout,
         body_limit: settings.request_body_limit,
+        request_memory: RequestMemory::new(request_memory),
         request_ids: RequestIds::new(),
     })))
 }
@@ -50,6 +63,7 @@ struct Guards {
     metrics: Metrics,
     request_timeout: Duration,
     body_limit: usize,
+    request_memory: RequestMemory,
     request_ids: RequestIds,
 }
 
@@ -96,17 +110,23 @@ where
         let route = request.extensions().get::<MatchedPath>().cloned();
         let method = method_label(request.method());
         let span = request_span(&request, method, route.as_ref(), &request_id);
-        let books = Books {
+        let mut books = Books {
             in_flight: InFlight::count(&guards.metrics),
             method,
             route,
             request_id,
             started: Instant::now(),
+            memory: None,
         };
 
         let Some(request) = limit_body(request, guards.body_limit) else {
             return answered(books.close(too_large(), &span, &guards.metrics));
         };
+        books.memory = guards.request_memory.reserve(&request, guards.body_limit);
+        if books.memory.is_none() {
+            guards.metrics.http_requests_shed.inc();
+            return answered(books.close(shed(), &span, &guards.metrics));
+        }
         // Called in place: axum clones this service for every request, and its routes are
         // always ready.
         let inner = &mut self.inner;
@@ -195,6 +215,8 @@ struct Books {
     request_id: HeaderValue,
     started: Instant,
     in_flight: InFlight,
+    /// The request's share of REQUEST_MEMORY, given back with the books.
+    memory: Option<OwnedSemaphorePermit>,
 }
 
 impl Books {
@@ -282,6 +304,56 @@ fn limit_body(request: Request, limit: usize) -> Option<Request> {
         return Some(request);
     }
     Some(request.map(|body| Body::new(Limited::new(body, limit))))
+}
+
+/// The bytes of REQUEST_MEMORY, counted in KiB (a semaphore's permits are counted in `u32`).
+struct RequestMemory {
+    kib: Arc<Semaphore>,
+    total_kib: u32,
+}
+
+impl RequestMemory {
+    fn new(bytes: usize) -> Self {
+        let total_kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let kib = Semaphore::new((total_kib as usize).min(Semaphore::MAX_PERMITS));
+        Self {
+            kib: Arc::new(kib),
+            total_kib,
+        }
+    }
+
+    /// Reserves what `request` may hold: its headers, counted as HTTP/2 counts a header
+    /// list, and its body at the declared length, or at `body_limit` when undeclared.
+    /// `None` when the requests in flight hold too much already: no waiting, since a
+    /// request that waits holds its memory too.
+    fn reserve(&self, request: &Request, body_limit: usize) -> Option<OwnedSemaphorePermit> {
+        let head: usize = request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum::<usize>()
+            + request.uri().path().len();
+        let body = request
+            .body()
+            .size_hint()
+            .upper()
+            .map_or(body_limit, |declared| declared as usize);
+        let kib = u32::try_from((head + body).div_ceil(1024)).unwrap_or(u32::MAX);
+        self.kib
+            .clone()
+            .try_acquire_many_owned(kib.min(self.total_kib))
+            .ok()
+    }
+}
+
+fn shed() -> Response {
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, "server busy, retry\n").into_response();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 fn too_large() -> Response {

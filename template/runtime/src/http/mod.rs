@@ -6,7 +6,9 @@
 //!   (`Connection: close`, or a GOAWAY on HTTP/2) while load balancers move away;
 //! - one hard deadline, after which what is still running is cut;
 //! - the count of what was cut, for the exit code, the metrics and the Pod's events;
-//! - header-read and idle timeouts kept apart (see `activity`).
+//! - header-read and idle timeouts kept apart (see `activity`);
+//! - at most MAX_CONNECTIONS open: at the limit the loop stops accepting and asks idle
+//!   keep-alive connections to close, as nginx does when it runs out of connections.
 
 mod activity;
 mod connection;
@@ -26,12 +28,16 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
     server::conn::auto,
 };
-use tokio::time::Instant;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
+    time::Instant,
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub(crate) use middleware::guard;
 
 use crate::{
+    capacity,
     lifecycle::{Lifecycle, State},
     listeners::{AcceptFailures, Listener},
     metrics::Metrics,
@@ -43,6 +49,8 @@ pub(crate) struct HttpServer {
     listener: Listener,
     shared: Arc<connection::Shared>,
     connections: TaskTracker,
+    /// One permit per connection that may be open.
+    slots: Arc<Semaphore>,
 }
 
 /// The connections still open once the listener is closed.
@@ -78,7 +86,11 @@ impl HttpServer {
         lifecycle: Lifecycle,
         metrics: Metrics,
         settings: &Settings,
+        max_connections: usize,
     ) -> Self {
+        metrics
+            .http_connections_limit
+            .set(i64::try_from(max_connections).unwrap_or(i64::MAX));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // hyper's header timeout would also close idle keep-alive connections; the
         // connection watchdog enforces HEADER_READ_TIMEOUT and IDLE_TIMEOUT instead.
@@ -86,6 +98,7 @@ impl HttpServer {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(None)
+            .max_buf_size(capacity::READ_BUFFER)
             // A client may shut down its sending side once its request is out and still
             // wait for the answer; without this, hyper would drop that request.
             .half_close(true);
@@ -102,11 +115,13 @@ impl HttpServer {
             in_flight: RequestsInFlight::default(),
             header_read_timeout: settings.header_read_timeout,
             idle_timeout: settings.idle_timeout,
+            reclaim: watch::Sender::new(()),
         };
         Self {
             listener,
             shared: Arc::new(shared),
             connections: TaskTracker::new(),
+            slots: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
         }
     }
 
@@ -121,17 +136,29 @@ impl HttpServer {
         let stopping = self.shared.lifecycle.reached(State::Stopping);
         tokio::pin!(stopping);
         let mut failures = AcceptFailures::on("application");
+        let mut at_limit = LimitReached::default();
         loop {
-            tokio::select! {
+            let stream = tokio::select! {
                 accepted = self.listener.socket.accept() => match accepted {
-                    Ok((stream, _peer)) => self.spawn_connection(stream),
+                    Ok((stream, _peer)) => stream,
                     Err(error) => {
                         self.shared.metrics.http_accept_failures.inc();
                         failures.back_off(&error).await;
+                        continue;
                     }
                 },
                 () = &mut stopping => break,
-            }
+            };
+            // Accepted first, so that idle connections are asked to close only when a
+            // client is actually waiting; the rest wait in the kernel's backlog.
+            let slot = tokio::select! {
+                slot = self.free_slot(&mut at_limit) => slot,
+                () = &mut stopping => {
+                    self.spawn_connection(stream, None);
+                    break;
+                }
+            };
+            self.spawn_connection(stream, Some(slot));
         }
         // Connections the kernel completed before the close: closing a socket of our own
         // would reset them, so they are served here (with `Connection: close`); a socket that
@@ -140,7 +167,7 @@ impl HttpServer {
             while let Ok(Ok((stream, _peer))) =
                 tokio::time::timeout(Duration::ZERO, self.listener.socket.accept()).await
             {
-                self.spawn_connection(stream);
+                self.spawn_connection(stream, None);
             }
         }
         drop(self.listener);
@@ -152,12 +179,57 @@ impl HttpServer {
         }
     }
 
-    fn spawn_connection(&self, stream: tokio::net::TcpStream) {
+    /// A permit for one more connection; at the limit, asks idle connections to close and
+    /// waits for one of them (or any other) to end.
+    async fn free_slot(&self, at_limit: &mut LimitReached) -> OwnedSemaphorePermit {
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            return slot;
+        }
+        self.shared.metrics.http_connections_limited.inc();
+        at_limit.log();
+        self.shared.reclaim.send_replace(());
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// Serves `stream`, holding `slot` for as long as it is open (the connections already
+    /// in the backlog when the listener closes are served without one).
+    fn spawn_connection(&self, stream: tokio::net::TcpStream, slot: Option<OwnedSemaphorePermit>) {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        self.connections
-            .spawn(connection::serve(stream, self.shared.clone()));
+        let shared = self.shared.clone();
+        self.connections.spawn(async move {
+            connection::serve(stream, shared).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Logs reaching MAX_CONNECTIONS at most once per [`Self::INTERVAL`].
+#[derive(Default)]
+struct LimitReached {
+    last_logged: Option<Instant>,
+}
+
+impl LimitReached {
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    fn log(&mut self) {
+        if self
+            .last_logged
+            .is_some_and(|at| at.elapsed() < Self::INTERVAL)
+        {
+            return;
+        }
+        self.last_logged = Some(Instant::now());
+        tracing::warn!(
+            "MAX_CONNECTIONS reached: not accepting until a connection closes; idle \
+             keep-alive connections asked to close (http_connections_limited_total counts this)"
+        );
     }
 }
 
