@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo, the tests or the bench need:
 #   scripts/install.sh demo    cargo-generate and Helm 4 (all the demo uses)
-#   scripts/install.sh bench   the demo's, plus wrk and valgrind
+#   scripts/install.sh bench   the demo's, plus wrk, valgrind and slowhttptest
 #   scripts/install.sh test    everything the test suite uses (the default)
 # Idempotent: what is already present at the right version is skipped, so a second run
 # takes seconds. cargo-generate goes to ~/.cargo/bin, Rust components through rustup,
@@ -136,6 +136,7 @@ install_bench() {
     install_demo
     debian_tool wrk wrk "scripts/bench.sh"
     debian_tool valgrind valgrind "scripts/bench.sh (instructions per request)"
+    debian_tool slowhttptest slowhttptest "the hostile-client figures (tools/src/bin/hostile.rs)"
 }
 
 install_test() {

@@ -9,6 +9,11 @@ source scripts/env.sh
 claim_build_cache
 
 scripts/install.sh test
+# A cold CI run never reuses incremental state: it would only cost time and gigabytes (one
+# copy per generated project).
+if [ -n "${CI:-}" ]; then
+    export CARGO_INCREMENTAL=0
+fi
 mkdir -p "$KST_CACHE/logs"
 log="$KST_CACHE/logs/test-$(date +%Y%m%d-%H%M%S).log"
 started=$SECONDS

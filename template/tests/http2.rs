@@ -73,3 +73,31 @@ async fn an_idle_http2_connection_is_closed_at_the_idle_timeout() {
         0.0
     );
 }
+
+/// A client that ignores the GOAWAY and its ping (it never reads) cannot hold the shutdown
+/// to its deadline: once its request is answered and nothing moves, it is dropped.
+#[test]
+fn a_client_that_ignores_goaway_cannot_hold_the_shutdown() {
+    use std::io::Write as _;
+
+    let mut service = Service::start(&[
+        ("SHUTDOWN_DRAIN_DELAY", "500ms"),
+        ("SHUTDOWN_TIMEOUT", "10s"),
+    ]);
+    let mut deaf = std::net::TcpStream::connect(service.http).unwrap();
+    // The client preface, empty SETTINGS, then `GET /` on stream 1 in HPACK (:method GET,
+    // :scheme http, :path /, :authority "a"); nothing is ever read or acknowledged.
+    let block = [0x82, 0x86, 0x84, 0x41, 1, b'a'];
+    let mut frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    frames.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    frames.extend_from_slice(&[0, 0, block.len() as u8, 1, 0x05, 0, 0, 0, 1]);
+    frames.extend_from_slice(&block);
+    deaf.write_all(&frames).unwrap();
+    service.wait_until("the request was answered", |service| {
+        service.metric(r#"http_responses_total{class="2xx"}"#) == 1.0
+    });
+
+    service.signal(libc::SIGTERM);
+    assert_eq!(service.wait_exit(), 0, "no connection was cut");
+    drop(deaf);
+}

@@ -37,6 +37,8 @@ pub struct Render {
     pub kube_version: String,
     pub namespace: String,
     pub sets: Vec<String>,
+    /// `--set-json key=json`, for values `--set` cannot spell (lists of objects, newlines).
+    pub json_sets: Vec<String>,
     pub api_versions: Vec<String>,
 }
 
@@ -46,6 +48,7 @@ impl Default for Render {
             kube_version: "1.30.0".into(),
             namespace: "shop".into(),
             sets: Vec::new(),
+            json_sets: Vec::new(),
             api_versions: Vec::new(),
         }
     }
@@ -54,6 +57,12 @@ impl Default for Render {
 impl Render {
     pub fn kube(mut self, version: &str) -> Self {
         self.kube_version = version.into();
+        self
+    }
+
+    /// `--set-json key=json`.
+    pub fn set_json(mut self, assignment: &str) -> Self {
+        self.json_sets.push(assignment.into());
         self
     }
 
@@ -158,6 +167,9 @@ impl Chart {
         ];
         for set in &render.sets {
             args.extend(["--set".to_owned(), set.clone()]);
+        }
+        for set in &render.json_sets {
+            args.extend(["--set-json".to_owned(), set.clone()]);
         }
         for api in &render.api_versions {
             args.extend(["--api-versions".to_owned(), api.clone()]);

@@ -1,6 +1,7 @@
 //! Helpers for the generator's test suite: run the real `cargo generate` on this
 //! repository, then run tools inside what it produced.
 
+pub mod cgroup;
 pub mod chart;
 pub mod http1;
 pub mod podman;

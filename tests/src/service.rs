@@ -24,9 +24,19 @@ impl RunningService {
     pub fn start(
         binary: &Path,
         env: &[(&str, &str)],
+        on_log: impl FnMut(&Value) + Send + 'static,
+    ) -> RunningService {
+        RunningService::start_command(Command::new(binary), env, on_log)
+    }
+
+    /// Like [`Self::start`], with a command prepared by the caller (limits, a cgroup).
+    pub fn start_command(
+        mut command: Command,
+        env: &[(&str, &str)],
         mut on_log: impl FnMut(&Value) + Send + 'static,
     ) -> RunningService {
-        let mut child = Command::new(binary)
+        let program = command.get_program().to_owned();
+        let mut child = command
             .env_clear()
             .env("HTTP_ADDR", "127.0.0.1:0")
             .env("ADMIN_ADDR", "127.0.0.1:0")
@@ -34,7 +44,7 @@ impl RunningService {
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|err| panic!("starting {}: {err}", binary.display()));
+            .unwrap_or_else(|err| panic!("starting {}: {err}", program.display()));
         let stdout = child.stdout.take().expect("stdout is piped");
         let (ready, addresses) = mpsc::channel();
         std::thread::spawn(move || {

@@ -1079,3 +1079,125 @@ fn two_generated_charts_live_in_one_umbrella_chart() {
         "each chart names its own objects with its own helpers"
     );
 }
+
+/// Values a careless or hostile user may give, each refused with a message that names the
+/// value to change, or neutralised: every label stays valid, nothing is inserted unquoted,
+/// and the shutdown settings the chart derives cannot be overridden through `extraEnv`.
+#[test]
+fn hostile_values_are_refused_by_name_or_neutralised() {
+    let refusals = [
+        (
+            Render::default()
+                .set("ports.admin=8080")
+                .set("ports.http=8080"),
+            "ports.admin (8080) equals ports.http",
+        ),
+        (
+            Render::default().set_json(r#"extraEnv=[{"name":"SHUTDOWN_TIMEOUT","value":"600s"}]"#),
+            "extraEnv[0] sets SHUTDOWN_TIMEOUT, which the chart derives",
+        ),
+        (
+            Render::default().set_json(
+                r#"extraEnv=[{"name":"A","value":"1"},{"name":"PRESTOP_DELAY","value":"1s"}]"#,
+            ),
+            "set shutdown.preStopDelaySeconds instead",
+        ),
+        (
+            Render::default().set_json(r#"podLabels={"app.kubernetes.io/instance":"other"}"#),
+            "podLabels sets app.kubernetes.io/instance, a label the chart sets itself",
+        ),
+        (
+            Render::default()
+                .set("autoscaling.enabled=true")
+                .set("autoscaling.minReplicas=5")
+                .set("autoscaling.maxReplicas=2"),
+            "autoscaling.minReplicas (5) is above autoscaling.maxReplicas (2)",
+        ),
+        (
+            Render::default().set("probes.liveness.successThreshold=2"),
+            "/probes/liveness/successThreshold",
+        ),
+        (
+            Render::default().set("probes.startup.successThreshold=3"),
+            "/probes/startup/successThreshold",
+        ),
+        (
+            Render::default()
+                .set_json(r#"topologySpread={"enabled":true,"topologyKey":"zone\n  evil: key"}"#),
+            "/topologySpread/topologyKey",
+        ),
+        (
+            Render::default().set_json(r#"image={"repository":null}"#),
+            "'repository'",
+        ),
+        (
+            Render::default().set_json(r#"extraEnv=[{"value":"no name"}]"#),
+            "/extraEnv/0",
+        ),
+        (
+            Render::default().set_json(r#"podLabels={"team":"a\nb"}"#),
+            "/podLabels/team",
+        ),
+    ];
+    for (render, expected) in refusals {
+        let what = format!("{:?} {:?}", render.sets, render.json_sets);
+        let message = refusal(render);
+        assert!(message.contains(expected), "{what}: {message}");
+    }
+
+    // A digest or build metadata in the tag reaches the image, never a label.
+    for (tag, label) in [
+        ("1.2.3@sha256:0123abcd", "1.2.3"),
+        ("1.0.0+build.7", "1.0.0_build.7"),
+        ("-weird+tag-", "weird_tag"),
+    ] {
+        let manifests = render(Render::default().set(&format!("image.tag={tag}")));
+        assert!(
+            manifests
+                .container()
+                .image
+                .as_deref()
+                .unwrap()
+                .ends_with(tag)
+        );
+        for labels in [
+            manifests.deployment().metadata.labels.as_ref(),
+            manifests.pod_metadata().labels.as_ref(),
+        ] {
+            let labels = labels.unwrap();
+            assert_eq!(labels["app.kubernetes.io/version"], label, "{tag}");
+            assert!(
+                labels.values().all(|value| is_label_value(value)),
+                "{labels:?}"
+            );
+        }
+    }
+
+    // What the chart does not derive, extraEnv and podLabels may still set.
+    let manifests = render(
+        Render::default()
+            .set_json(r#"extraEnv=[{"name":"MAX_CONNECTIONS","value":"100"}]"#)
+            .set_json(r#"podLabels={"team":"payments"}"#),
+    );
+    assert_eq!(manifests.env("MAX_CONNECTIONS").as_deref(), Some("100"));
+    assert_eq!(
+        manifests.pod_metadata().labels.as_ref().unwrap()["team"],
+        "payments"
+    );
+}
+
+/// A valid Kubernetes label value: at most 63 characters, alphanumerics with `-`, `_`, `.`
+/// inside.
+fn is_label_value(value: &str) -> bool {
+    let inner = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    value.len() <= 63
+        && value.chars().all(inner)
+        && value
+            .chars()
+            .next()
+            .is_none_or(|c| c.is_ascii_alphanumeric())
+        && value
+            .chars()
+            .last()
+            .is_none_or(|c| c.is_ascii_alphanumeric())
+}

@@ -35,12 +35,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {% endraw %}{{ "{{" }}- define "{{project-name}}.labels" -}}{% raw %}
 helm.sh/chart: {{ include (print $.Chart.Name ".chart") . }}
 {{ include (print $.Chart.Name ".selectorLabels") . }}
-app.kubernetes.io/version: {{ include (print $.Chart.Name ".imageTag") . | quote }}
+app.kubernetes.io/version: {{ include (print $.Chart.Name ".versionLabel") . | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {% endraw %}{{ "{{" }}- define "{{project-name}}.imageTag" -}}{% raw %}
 {{- .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/*
+The image tag as a label value: a digest (`1.2.3@sha256:…`) is cut off and build metadata's
+`+` becomes `_`, so that the label is valid whatever the tag (at most 63 characters of
+letters, digits, `-`, `_` and `.`, beginning and ending with a letter or digit).
+*/}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.versionLabel" -}}{% raw %}
+{{- $tag := include (print $.Chart.Name ".imageTag") . | splitList "@" | first }}
+{{- regexReplaceAll "[^A-Za-z0-9._-]" $tag "_" | trunc 63 | trimAll "-_." }}
 {{- end }}
 
 {% endraw %}{{ "{{" }}- define "{{project-name}}.image" -}}{% raw %}
@@ -150,4 +160,36 @@ linger). The margin covers process exit and scheduling jitter.
 {{- $attributes = append $attributes (printf "%s=%s" $key $value) }}
 {{- end }}
 {{- join "," $attributes }}
+{{- end }}
+
+{{/*
+Values the schema cannot check alone, each refused with the value to change (as Bitnami's
+charts do in validateValues); every message is collected, then the render fails once.
+*/}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.validateValues" -}}{% raw %}
+{{- $messages := list }}
+{{- if eq (int .Values.ports.http) (int .Values.ports.admin) }}
+{{- $messages = append $messages (printf "ports.admin (%d) equals ports.http: the admin port (probes, metrics, /prestop) must be separate from application traffic. Change ports.admin or ports.http." (int .Values.ports.admin)) }}
+{{- end }}
+{{- $derived := dict "HTTP_ADDR" "ports.http" "ADMIN_ADDR" "ports.admin" "PRESTOP_DELAY" "shutdown.preStopDelaySeconds" "SHUTDOWN_DRAIN_DELAY" "shutdown.drainDelaySeconds" "SHUTDOWN_TIMEOUT" "shutdown.timeoutSeconds" "SHUTDOWN_CLEANUP_TIMEOUT" "shutdown.cleanupTimeoutSeconds" "SHUTDOWN_METRICS_LINGER" "shutdown.metricsLingerSeconds" "LOG_FORMAT" "nothing: the chart always logs JSON" "RUST_LOG" "logLevel" "KUBE_INTEGRATION" "kube.enabled" "POD_NAME" "nothing: it comes from the downward API" "POD_NAMESPACE" "nothing: it comes from the downward API" "NODE_NAME" "nothing: it comes from the downward API" "POD_UID" "nothing: it comes from the downward API" "CONTAINER_NAME" "nothing: it is the container's name" "OTEL_EXPORTER_OTLP_ENDPOINT" "otel.endpoint" "OTEL_SERVICE_NAME" "otel.serviceName" "OTEL_RESOURCE_ATTRIBUTES" "otel.resourceAttributes" }}
+{{- range $index, $env := .Values.extraEnv }}
+{{- $name := $env.name | toString }}
+{{- if hasKey $derived $name }}
+{{- $messages = append $messages (printf "extraEnv[%d] sets %s, which the chart derives (so that the grace period, the probes and the service agree). Remove it from extraEnv and set %s instead." $index $name (get $derived $name)) }}
+{{- end }}
+{{- end }}
+{{- $chartLabels := include (print $.Chart.Name ".labels") . | fromYaml }}
+{{- range $key, $value := .Values.podLabels }}
+{{- if hasKey $chartLabels $key }}
+{{- $messages = append $messages (printf "podLabels sets %s, a label the chart sets itself (the selector of the Deployment, the Service and the PodDisruptionBudget among them). Remove %s from podLabels." $key $key) }}
+{{- end }}
+{{- end }}
+{{- with .Values.autoscaling }}
+{{- if and .enabled (gt (int .minReplicas) (int .maxReplicas)) }}
+{{- $messages = append $messages (printf "autoscaling.minReplicas (%d) is above autoscaling.maxReplicas (%d). Lower autoscaling.minReplicas or raise autoscaling.maxReplicas." (int .minReplicas) (int .maxReplicas)) }}
+{{- end }}
+{{- end }}
+{{- if $messages }}
+{{- fail (printf "\n\n%s" (join "\n" $messages)) }}
+{{- end }}
 {{- end }}{% endraw %}

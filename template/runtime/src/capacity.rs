@@ -51,14 +51,39 @@ impl Capacity {
     }
 }
 
-/// The container's memory limit: cgroup v2, then v1; `None` when there is none.
+/// The container's memory limit; `None` when there is none.
 fn memory_limit() -> Option<u64> {
-    [
-        "/sys/fs/cgroup/memory.max",
-        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-    ]
-    .iter()
-    .find_map(|path| parse_memory_limit(&std::fs::read_to_string(path).ok()?))
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    limit_files(&own)
+        .iter()
+        .find_map(|path| parse_memory_limit(&std::fs::read_to_string(path).ok()?))
+}
+
+/// Where the limit may be written: this process's own cgroup, as `/proc/self/cgroup` names
+/// it (v2, or v1's memory controller), then the root of the mount, which is the container's
+/// own cgroup when the runtime gives it a cgroup namespace.
+fn limit_files(proc_self_cgroup: &str) -> Vec<String> {
+    let mut files = Vec::new();
+    for line in proc_self_cgroup.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let path = path.trim_end_matches('/');
+        if controllers.is_empty() {
+            files.push(format!("/sys/fs/cgroup{path}/memory.max"));
+        } else if controllers
+            .split(',')
+            .any(|controller| controller == "memory")
+        {
+            files.push(format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"));
+        }
+    }
+    files.push("/sys/fs/cgroup/memory.max".into());
+    files.push("/sys/fs/cgroup/memory/memory.limit_in_bytes".into());
+    files
 }
 
 /// `max` (v2) and v1's "unlimited" (a page-rounded `i64::MAX`) mean no limit.
@@ -101,6 +126,24 @@ mod tests {
         assert_eq!((set.connections, set.request_memory), (10, 5 * MI as usize));
         let tiny = Capacity::derive(&Settings::default(), Some(MI), None);
         assert_eq!(tiny.request_memory, Settings::default().request_body_limit);
+    }
+
+    #[test]
+    fn the_limit_is_looked_for_in_the_process_own_cgroup_first() {
+        let v2 = limit_files("0::/kubepods/pod1/container\n");
+        assert_eq!(v2[0], "/sys/fs/cgroup/kubepods/pod1/container/memory.max");
+        let v1 = limit_files("5:cpu,cpuacct:/x\n4:memory:/kubepods/pod1/container\n0::/\n");
+        assert_eq!(
+            v1[..2],
+            [
+                "/sys/fs/cgroup/memory/kubepods/pod1/container/memory.limit_in_bytes",
+                "/sys/fs/cgroup/memory.max",
+            ]
+        );
+        assert_eq!(
+            limit_files("").last().unwrap(),
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+        );
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub(crate) struct Activity {
     in_flight: AtomicU64,
     /// Whether any byte ever arrived: a connection without one was just opened.
     received_any: AtomicBool,
+    /// When a byte last moved either way.
+    last_io: Stamp,
 }
 
 /// The protocol a connection speaks, as far as the timeouts care.
@@ -66,10 +68,12 @@ impl Activity {
             last_active: Stamp::new(0),
             in_flight: AtomicU64::new(0),
             received_any: AtomicBool::new(false),
+            last_io: Stamp::new(0),
         };
         activity
             .last_active
             .store(activity.now(), Ordering::Relaxed);
+        activity.last_io.store(activity.now(), Ordering::Relaxed);
         activity
     }
 
@@ -86,6 +90,7 @@ impl Activity {
     /// Bytes arrived; with no request in flight they begin the next request's headers.
     fn bytes_received(&self) {
         self.received_any.store(true, Ordering::Release);
+        self.bytes_sent();
         if self.in_flight.load(Ordering::Acquire) == 0 {
             let _ = self.head_started.compare_exchange(
                 0,
@@ -94,6 +99,24 @@ impl Activity {
                 Ordering::Relaxed,
             );
         }
+    }
+
+    /// Bytes moved: any progress counts against [`Self::stalled_for`].
+    fn bytes_sent(&self) {
+        self.last_io.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// How long no byte has moved while no request is in flight; zero while one is. A
+    /// closing connection stalled like this has a client that takes no part in the close
+    /// (it ignores HTTP/2's GOAWAY and its ping, or reads no more of a response).
+    pub(crate) fn stalled_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(
+            self.now()
+                .saturating_sub(self.last_io.load(Ordering::Relaxed)),
+        )
     }
 
     /// hyper parsed a request's headers and called the service.
@@ -173,7 +196,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Observed<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(written)) if written > 0) {
+            self.activity.bytes_sent();
+        }
+        result
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -189,7 +216,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Observed<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(written)) if written > 0) {
+            self.activity.bytes_sent();
+        }
+        result
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -254,6 +285,24 @@ mod tests {
             activity.verdict(HEADERS, IDLE, Protocol::Http2),
             Verdict::Idle
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_stalls_only_without_a_request_and_without_bytes() {
+        let activity = Activity::new();
+        activity.request_started();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(
+            activity.stalled_for(),
+            Duration::ZERO,
+            "a request is in flight"
+        );
+        activity.request_finished();
+        activity.bytes_sent(); // its response
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert_eq!(activity.stalled_for(), Duration::from_millis(300));
+        activity.bytes_received();
+        assert_eq!(activity.stalled_for(), Duration::ZERO);
     }
 
     #[test]

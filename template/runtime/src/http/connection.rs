@@ -10,7 +10,8 @@
 //!   at once would reset a request the client is sending.
 //! - At the hard deadline it is dropped, whatever it is doing.
 //! - In between, a watchdog enforces the header read and idle timeouts (see `activity`), on
-//!   HTTP/1 and HTTP/2 alike.
+//!   HTTP/1 and HTTP/2 alike, and drops a closing connection whose client takes no part in
+//!   the close (no byte either way for [`CLOSING_STALL`], no request in flight).
 
 use std::{
     convert::Infallible,
@@ -158,6 +159,10 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             // It keeps watching while closing: a client trickling its headers cannot hold
             // the shutdown.
             _ = watchdog.tick() => {
+                if closing && activity.stalled_for() >= CLOSING_STALL {
+                    tracing::debug!("closing connection stalled: its client takes no part");
+                    return;
+                }
                 let speaks = protocol.speaks();
                 match activity.verdict(shared.header_read_timeout, shared.idle_timeout, speaks) {
                     Verdict::Fine => {}
@@ -190,6 +195,11 @@ async fn reclaim_asked(mut reclaim: watch::Receiver<()>) {
     // The sender lives in `Shared`, as long as every connection.
     let _ = reclaim.changed().await;
 }
+
+/// Longest a closing connection may move no byte with no request in flight before it is
+/// dropped: a client that answers HTTP/2's GOAWAY ping, or reads its last response, does so
+/// within a round trip.
+const CLOSING_STALL: Duration = Duration::from_secs(2);
 
 /// How long a connection accepted just before the close may take to send its first request.
 /// Clients send it as soon as they are connected; this covers a busy machine's scheduling.
