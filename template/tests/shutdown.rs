@@ -241,3 +241,30 @@ fn sigusr1_and_sigusr2_are_ignored_with_a_warning() {
     service.signal(SIGTERM);
     assert_eq!(service.wait_exit(), 0);
 }
+
+/// A client trickling its headers while the pod shuts down is held to HEADER_READ_TIMEOUT
+/// like any other: it cannot hold the shutdown to its deadline and make it exit 3.
+#[test]
+fn a_slowloris_client_cannot_spoil_the_shutdown() {
+    let mut service = Service::start(&[
+        ("HEADER_READ_TIMEOUT", "1s"),
+        ("SHUTDOWN_DRAIN_DELAY", "200ms"),
+        ("SHUTDOWN_TIMEOUT", "8s"),
+    ]);
+    let mut slowloris = Connection::open(service.http).unwrap();
+    slowloris
+        .write_raw(b"GET / HTTP/1.1\r\nHost: test\r\n")
+        .unwrap();
+    let trickling = std::thread::spawn(move || {
+        // A header byte every 100 ms for longer than the deadline, until the server hangs up.
+        for _ in 0..150 {
+            if slowloris.write_raw(b"X").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    service.signal(SIGTERM);
+    assert_eq!(service.wait_exit(), 0, "nothing was cut");
+    trickling.join().unwrap();
+}
