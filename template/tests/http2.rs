@@ -2,8 +2,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use http_body_util::Empty;
 use hyper::{Request, body::Bytes, client::conn::http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -32,22 +30,24 @@ async fn get(sender: &mut Sender) -> u16 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn draining_sends_goaway_and_still_serves_new_connections() {
-    let mut service = Service::start(&[("SHUTDOWN_DRAIN_DELAY", "6s")]);
+    let mut service = Service::start(&[("SHUTDOWN_DRAIN_DELAY", "10s")]);
     let (mut before, before_connection) = connect(&service).await;
     assert_eq!(get(&mut before).await, 200);
 
     service.signal(libc::SIGTERM);
     service.wait_for_log_where(|line| line["state"] == "draining");
 
-    // The open connection is told to go away and ends without a request being cut...
-    let ended = tokio::time::timeout(Duration::from_secs(2), before_connection).await;
+    // The open connection is told to go away and ends without a request being cut, while
+    // the drain delay still runs: without the GOAWAY it would end only once stopping.
+    let ended = tokio::time::timeout(support::PATIENCE, before_connection).await;
     assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
-    // ...while the drain delay still runs and new connections are served.
-    assert!(service.is_running());
+    assert_eq!(still_draining(&service), 1.0, "ended by the GOAWAY");
+    // New connections are served meanwhile, and told to go away after their request.
     let (mut during, during_connection) = connect(&service).await;
     assert_eq!(get(&mut during).await, 200);
-    let ended = tokio::time::timeout(Duration::from_secs(2), during_connection).await;
+    let ended = tokio::time::timeout(support::PATIENCE, during_connection).await;
     assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    assert_eq!(still_draining(&service), 1.0, "ended by the GOAWAY");
 
     assert_eq!(
         tokio::task::spawn_blocking(move || service.wait_exit())
@@ -55,6 +55,11 @@ async fn draining_sends_goaway_and_still_serves_new_connections() {
             .unwrap(),
         0
     );
+}
+
+/// 1 while the service is draining (not yet stopping), 0 otherwise.
+fn still_draining(service: &Service) -> f64 {
+    service.metric(r#"lifecycle_state{state="draining"}"#)
 }
 
 /// The idle timeout holds for HTTP/2 too, however often the connection pings: an idle
