@@ -307,6 +307,23 @@ mod tests {
     }
 
     #[test]
+    fn capacity_settings_are_checked_by_name() {
+        let err = settings(&["--max-connections", "0"]).unwrap_err();
+        assert!(err.contains("MAX_CONNECTIONS must be at least 1"), "{err}");
+        let err =
+            settings(&["--request-memory", "1000", "--request-body-limit", "2000"]).unwrap_err();
+        assert!(err.contains("REQUEST_MEMORY (1000)"), "{err}");
+        assert!(err.contains("REQUEST_BODY_LIMIT (2000)"), "{err}");
+        let fits = settings(&["--max-connections", "10", "--request-memory", "2000000"]).unwrap();
+        assert_eq!(
+            (fits.max_connections, fits.request_memory),
+            (Some(10), Some(2_000_000))
+        );
+        let err = settings(&["--max-connections", "lots"]).unwrap_err();
+        assert!(err.contains("MAX_CONNECTIONS"), "{err}");
+    }
+
+    #[test]
     fn admin_and_http_ports_must_differ() {
         let err = settings(&[
             "--http-addr",
