@@ -16,14 +16,7 @@ pub(crate) enum Raised {
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard one.
 pub(crate) fn raise_open_files() -> std::io::Result<Raised> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2) writes into the struct it is given, which lives on this stack.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let mut limit = open_files_limit()?;
     let from = limit.rlim_cur;
     if from >= limit.rlim_max {
         return Ok(Raised::AlreadyHighest(from));
@@ -41,11 +34,18 @@ pub(crate) fn raise_open_files() -> std::io::Result<Raised> {
 
 /// The soft `RLIMIT_NOFILE`, as raised (or not) at start; `None` when unknown or unlimited.
 pub(crate) fn open_files() -> Option<libc::rlim_t> {
+    let soft = open_files_limit().ok()?.rlim_cur;
+    (soft != libc::RLIM_INFINITY).then_some(soft)
+}
+
+fn open_files_limit() -> std::io::Result<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit(2) writes into the struct it is given, which lives on this stack.
-    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    (known && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(limit)
 }

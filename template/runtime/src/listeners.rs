@@ -175,19 +175,18 @@ fn adopt(fd: RawFd, role: &str) -> anyhow::Result<TcpListener> {
 /// many there were, rather than 20 times a second.
 pub(crate) struct AcceptFailures {
     port: &'static str,
-    last_logged: Option<Instant>,
+    log: LogEvery,
     unlogged: u64,
 }
 
 impl AcceptFailures {
-    const EVERY: Duration = Duration::from_secs(10);
     const BACK_OFF: Duration = Duration::from_millis(50);
 
     /// For the accept loop of the `port` (`application`, `admin`) listener.
     pub(crate) fn on(port: &'static str) -> Self {
         Self {
             port,
-            last_logged: None,
+            log: LogEvery::default(),
             unlogged: 0,
         }
     }
@@ -195,20 +194,39 @@ impl AcceptFailures {
     /// Notes `error`, logs if it is time to, and waits before the next accept.
     pub(crate) async fn back_off(&mut self, error: &std::io::Error) {
         self.unlogged += 1;
-        let logged_lately = self
-            .last_logged
-            .is_some_and(|logged| logged.elapsed() < Self::EVERY);
-        if !logged_lately {
+        if self.log.is_due() {
             tracing::error!(
                 %error,
                 port = self.port,
                 failures = self.unlogged,
                 "accept failed (out of file descriptors?); retrying, next report in 10 s at most"
             );
-            self.last_logged = Some(Instant::now());
             self.unlogged = 0;
         }
         tokio::time::sleep(Self::BACK_OFF).await;
+    }
+}
+
+/// For what an accept loop meets again and again: a log line at most once per
+/// [`LogEvery::EVERY`].
+#[derive(Default)]
+pub(crate) struct LogEvery {
+    last_logged: Option<Instant>,
+}
+
+impl LogEvery {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    /// True at most once per [`Self::EVERY`]; the caller logs then.
+    pub(crate) fn is_due(&mut self) -> bool {
+        if self
+            .last_logged
+            .is_some_and(|logged| logged.elapsed() < Self::EVERY)
+        {
+            return false;
+        }
+        self.last_logged = Some(Instant::now());
+        true
     }
 }
 

@@ -39,7 +39,7 @@ pub(crate) use middleware::guard;
 use crate::{
     capacity,
     lifecycle::{Lifecycle, State},
-    listeners::{AcceptFailures, Listener},
+    listeners::{AcceptFailures, Listener, LogEvery},
     metrics::Metrics,
     report::Cut,
     settings::Settings,
@@ -136,7 +136,7 @@ impl HttpServer {
         let stopping = self.shared.lifecycle.reached(State::Stopping);
         tokio::pin!(stopping);
         let mut failures = AcceptFailures::on("application");
-        let mut at_limit = LimitReached::default();
+        let mut at_limit = LogEvery::default();
         loop {
             let stream = tokio::select! {
                 accepted = self.listener.socket.accept() => match accepted {
@@ -181,12 +181,17 @@ impl HttpServer {
 
     /// A permit for one more connection; at the limit, asks idle connections to close and
     /// waits for one of them (or any other) to end.
-    async fn free_slot(&self, at_limit: &mut LimitReached) -> OwnedSemaphorePermit {
+    async fn free_slot(&self, at_limit: &mut LogEvery) -> OwnedSemaphorePermit {
         if let Ok(slot) = self.slots.clone().try_acquire_owned() {
             return slot;
         }
         self.shared.metrics.http_connections_limited.inc();
-        at_limit.log();
+        if at_limit.is_due() {
+            tracing::warn!(
+                "MAX_CONNECTIONS reached: not accepting until a connection closes; idle \
+                 keep-alive connections asked to close (http_connections_limited_total counts this)"
+            );
+        }
         self.shared.reclaim.send_replace(());
         self.slots
             .clone()
@@ -206,30 +211,6 @@ impl HttpServer {
             connection::serve(stream, shared).await;
             drop(slot);
         });
-    }
-}
-
-/// Logs reaching MAX_CONNECTIONS at most once per [`Self::INTERVAL`].
-#[derive(Default)]
-struct LimitReached {
-    last_logged: Option<Instant>,
-}
-
-impl LimitReached {
-    const INTERVAL: Duration = Duration::from_secs(10);
-
-    fn log(&mut self) {
-        if self
-            .last_logged
-            .is_some_and(|at| at.elapsed() < Self::INTERVAL)
-        {
-            return;
-        }
-        self.last_logged = Some(Instant::now());
-        tracing::warn!(
-            "MAX_CONNECTIONS reached: not accepting until a connection closes; idle \
-             keep-alive connections asked to close (http_connections_limited_total counts this)"
-        );
     }
 }
 
