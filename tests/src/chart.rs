@@ -1,17 +1,22 @@
 //! A generated project's Helm chart, rendered by real Helm and read back as typed
-//! Kubernetes objects: `k8s-openapi` types for built-in kinds, `kube`'s `DynamicObject` for
-//! the rest (PodMonitor, PrometheusRule).
+//! Kubernetes objects: `k8s-openapi` types for built-in kinds, `gateway-api`'s for the
+//! HTTPRoute, `kube`'s `DynamicObject` for the rest (PodMonitor, PrometheusRule). A document
+//! with a field its type does not know fails the test: each is written back from its type
+//! and must come out unchanged.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     process::Command,
 };
+
+use gateway_api::apis::standard::httproutes::HttpRoute;
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
     autoscaling::v2::HorizontalPodAutoscaler,
     core::v1::{ConfigMap, Container, Pod, PodSpec, Service, ServiceAccount},
-    networking::v1::NetworkPolicy,
+    networking::v1::{Ingress, NetworkPolicy},
     policy::v1::PodDisruptionBudget,
     rbac::v1::{Role, RoleBinding},
 };
@@ -88,6 +93,8 @@ pub enum Object {
     PodDisruptionBudget(Box<PodDisruptionBudget>),
     HorizontalPodAutoscaler(Box<HorizontalPodAutoscaler>),
     NetworkPolicy(Box<NetworkPolicy>),
+    Ingress(Box<Ingress>),
+    HttpRoute(Box<HttpRoute>),
     ConfigMap(Box<ConfigMap>),
     Pod(Box<Pod>),
     Role(Box<Role>),
@@ -194,6 +201,23 @@ impl Chart {
         let objects = parse(&yaml);
         Ok(Manifests { yaml, objects })
     }
+
+    /// `helm template`, which must succeed.
+    pub fn render(&self, render: &Render) -> Manifests {
+        self.template(render)
+            .unwrap_or_else(|message| panic!("helm template failed:\n{message}"))
+    }
+
+    /// Helm's message for a render that must be refused.
+    pub fn refusal(&self, render: &Render) -> String {
+        match self.template_yaml(render) {
+            Ok(_) => panic!(
+                "helm template accepted {:?} {:?}",
+                render.sets, render.json_sets
+            ),
+            Err(message) => message,
+        }
+    }
 }
 
 /// Reads every document of a multi-document YAML stream into its type.
@@ -210,6 +234,8 @@ pub fn parse(yaml: &str) -> Vec<Object> {
             "PodDisruptionBudget" => Object::PodDisruptionBudget(typed(&json)),
             "HorizontalPodAutoscaler" => Object::HorizontalPodAutoscaler(typed(&json)),
             "NetworkPolicy" => Object::NetworkPolicy(typed(&json)),
+            "Ingress" => Object::Ingress(typed(&json)),
+            "HTTPRoute" => Object::HttpRoute(typed(&json)),
             "ConfigMap" => Object::ConfigMap(typed(&json)),
             "Pod" => Object::Pod(typed(&json)),
             "Role" => Object::Role(typed(&json)),
@@ -221,10 +247,21 @@ pub fn parse(yaml: &str) -> Vec<Object> {
     objects
 }
 
-/// One document as the type its kind names; a document that does not fit fails the test.
-fn typed<T: serde::de::DeserializeOwned>(json: &serde_json::Value) -> Box<T> {
-    serde_json::from_value(json.clone())
-        .unwrap_or_else(|error| panic!("{} does not fit its type: {error}\n{json:#}", json["kind"]))
+/// One document as the type its kind names. A document that does not fit fails the test,
+/// and so does one the type reads only in part: written back, it must be what Helm rendered
+/// (serde skips a misspelt or misplaced field without a word).
+fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(json: &serde_json::Value) -> Box<T> {
+    let kind = &json["kind"];
+    let typed: T = serde_json::from_value(json.clone())
+        .unwrap_or_else(|error| panic!("{kind} does not fit its type: {error}\n{json:#}"));
+    let written_back = serde_json::to_value(&typed).expect("a typed object serializes");
+    if written_back != *json {
+        panic!(
+            "{kind} has fields its type does not know, or values it reads otherwise:\n\
+             rendered:     {json}\nas its type: {written_back}"
+        );
+    }
+    Box::new(typed)
 }
 
 impl Object {
@@ -236,6 +273,8 @@ impl Object {
             Object::PodDisruptionBudget(_) => "PodDisruptionBudget".into(),
             Object::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler".into(),
             Object::NetworkPolicy(_) => "NetworkPolicy".into(),
+            Object::Ingress(_) => "Ingress".into(),
+            Object::HttpRoute(_) => "HTTPRoute".into(),
             Object::ConfigMap(_) => "ConfigMap".into(),
             Object::Pod(_) => "Pod".into(),
             Object::Role(_) => "Role".into(),
@@ -246,6 +285,31 @@ impl Object {
                 .map(|types| types.kind.clone())
                 .unwrap_or_default(),
         }
+    }
+}
+
+impl Object {
+    /// The object's own labels and annotations (not its pod template's).
+    pub fn labels_and_annotations(&self) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        let (labels, annotations) = match self {
+            Object::Deployment(o) => (&o.metadata.labels, &o.metadata.annotations),
+            Object::Service(o) => (&o.metadata.labels, &o.metadata.annotations),
+            Object::ServiceAccount(o) => (&o.metadata.labels, &o.metadata.annotations),
+            Object::PodDisruptionBudget(o) => (&o.metadata.labels, &o.metadata.annotations),
+            Object::HorizontalPodAutoscaler(o) => (&o.metadata.labels, &o.metadata.annotations),
+            Object::NetworkPolicy(o) => (&o.metadata.labels, &o.metadata.annotations),
+            Object::Ingress(o) => (&o.metadata.labels, &o.metadata.annotations),
+            Object::HttpRoute(o) => (&o.metadata.labels, &o.metadata.annotations),
+            Object::ConfigMap(o) => (&o.metadata.labels, &o.metadata.annotations),
+            Object::Pod(o) => (&o.metadata.labels, &o.metadata.annotations),
+            Object::Role(o) => (&o.metadata.labels, &o.metadata.annotations),
+            Object::RoleBinding(o) => (&o.metadata.labels, &o.metadata.annotations),
+            Object::Dynamic(o) => (&o.metadata.labels, &o.metadata.annotations),
+        };
+        (
+            labels.clone().unwrap_or_default(),
+            annotations.clone().unwrap_or_default(),
+        )
     }
 }
 
@@ -295,6 +359,13 @@ impl Manifests {
             .and_then(|var| var.value.clone())
     }
 
+    pub fn http_route(&self) -> Option<&HttpRoute> {
+        self.objects.iter().find_map(|object| match object {
+            Object::HttpRoute(route) => Some(route.as_ref()),
+            _ => None,
+        })
+    }
+
     pub fn dynamic(&self, kind: &str) -> Option<&DynamicObject> {
         self.objects.iter().find_map(|object| match object {
             Object::Dynamic(dynamic) if object.kind() == kind => Some(dynamic.as_ref()),
@@ -321,6 +392,7 @@ macro_rules! first_of_kind {
 
 first_of_kind!(
     service: Service,
+    ingress: Ingress,
     config_map: ConfigMap,
     horizontal_pod_autoscaler: HorizontalPodAutoscaler,
     network_policy: NetworkPolicy,

@@ -136,6 +136,8 @@ fn quoted(text: &[u8]) -> String {
 /// A project produced by `cargo generate`.
 pub struct Generated {
     pub dir: PathBuf,
+    /// What `cargo generate` printed.
+    pub said: String,
 }
 
 /// What `cargo generate` said when it refused.
@@ -199,7 +201,7 @@ pub fn generate_with(
         .map(|entry| entry.path())
         .find(|path| path.is_dir())
         .unwrap_or_else(|| panic!("cargo generate succeeded but wrote no project:\n{text}"));
-    Ok(Generated { dir })
+    Ok(Generated { dir, said: text })
 }
 
 /// Removes what test processes that have since exited left under `root` (entries are

@@ -29,16 +29,11 @@ fn chart() -> Chart {
 }
 
 fn render(render: Render) -> Manifests {
-    chart()
-        .template(&render)
-        .unwrap_or_else(|message| panic!("helm template failed:\n{message}"))
+    chart().render(&render)
 }
 
 fn refusal(render: Render) -> String {
-    match chart().template_yaml(&render) {
-        Ok(_) => panic!("helm template accepted {:?}", render.sets),
-        Err(message) => message,
-    }
+    chart().refusal(&render)
 }
 
 fn seconds(manifests: &Manifests, variable: &str) -> u64 {
@@ -425,6 +420,7 @@ fn helm_3_and_helm_4_render_the_same_manifests() {
             .set("otel.endpoint=http://collector:4318")
             .set("image.tag=1.2.3@sha256:0123abcd"),
         Render::default().with_api("monitoring.coreos.com/v1"),
+        platform_render(),
     ];
     for render in renders {
         let helm4 = chart().template_yaml(&render).expect("Helm 4 renders");
@@ -933,8 +929,33 @@ fn helm_install_tells_the_budget_and_refuses_a_short_grace_period() {
     assert!(refused.contains("at least 49"), "{refused}");
 }
 
-/// Renders worth scanning: the defaults on the two sides of the preStop switch, and every
-/// optional object on.
+/// What a platform team adds on day one: traffic in, files and secrets, an init container and
+/// a native sidecar, common metadata, a pinned image.
+fn platform_render() -> Render {
+    Render::default()
+        .kube("1.30.0")
+        .set("ingress.enabled=true")
+        .set("ingress.className=nginx")
+        .set_json(r#"ingress.tls=[{"secretName":"shop-tls","hosts":["chart-example.local"]}]"#)
+        .set("httpRoute.enabled=true")
+        .set("commonLabels.team=payments")
+        .set("commonAnnotations.owner=payments")
+        .set("service.annotations.example\\.com/lb=internal")
+        .set("priorityClassName=business-critical")
+        .set("image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+        .set_json(r#"envFrom=[{"configMapRef":{"name":"settings"}}]"#)
+        .set_json(r#"volumes=[{"name":"certs","secret":{"secretName":"tls"}}]"#)
+        .set_json(r#"volumeMounts=[{"name":"certs","mountPath":"/etc/certs","readOnly":true}]"#)
+        .set_json(
+            r#"initContainers=[{"name":"migrate","image":"shop-migrations:1","resources":{"limits":{"cpu":"500m","memory":"64Mi"},"requests":{"cpu":"50m","memory":"32Mi"}},"securityContext":{"allowPrivilegeEscalation":false,"readOnlyRootFilesystem":true,"capabilities":{"drop":["ALL"]}}}]"#,
+        )
+        .set_json(
+            r#"sidecars=[{"name":"proxy","image":"envoyproxy/envoy@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","resources":{"limits":{"cpu":"500m","memory":"64Mi"},"requests":{"cpu":"50m","memory":"32Mi"}},"securityContext":{"allowPrivilegeEscalation":false,"readOnlyRootFilesystem":true,"capabilities":{"drop":["ALL"]}}}]"#,
+        )
+}
+
+/// Renders worth scanning: the defaults on the two sides of the preStop switch, every
+/// optional object on, and what a platform team adds.
 fn scanned_renders() -> Vec<(&'static str, Render)> {
     vec![
         ("defaults-1.29", Render::default().kube("1.29.0")),
@@ -950,6 +971,7 @@ fn scanned_renders() -> Vec<(&'static str, Render)> {
                 .set("metrics.dashboard.enabled=true")
                 .set("otel.endpoint=http://collector:4318"),
         ),
+        ("platform", platform_render()),
     ]
 }
 

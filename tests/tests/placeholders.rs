@@ -14,16 +14,18 @@ fn refused(name: &str, defines: &[(&str, &str)]) -> String {
 
 #[test]
 fn ports_out_of_range_are_refused() {
-    for port in ["0", "70000", "65536", "-1", "80a", ""] {
+    for port in ["0", "70000", "65536", "-1", "80a", "", "080", "+80"] {
         let message = refused("port-check", &[("http_port", port)]);
         assert!(
-            message.contains(&format!("\"{port}\" is not a valid value for http_port")),
+            message.contains(&format!(
+                "http_port is \"{port}\", which is not a port: give a whole number from 1 to 65535"
+            )),
             "port {port:?}: {message}"
         );
     }
     let message = refused("port-check", &[("admin_port", "99999")]);
     assert!(
-        message.contains("is not a valid value for admin_port"),
+        message.contains("admin_port is \"99999\", which is not a port"),
         "{message}"
     );
 }
@@ -74,7 +76,38 @@ fn a_name_kept_verbatim_with_force_must_still_be_a_crate_name() {
 #[test]
 fn switches_accept_only_true_or_false() {
     let message = refused("switch-check", &[("otel", "maybe")]);
-    assert!(message.contains("not `true` or `false`"), "{message}");
+    assert!(
+        message.contains("otel is \"maybe\": give true or false"),
+        "{message}"
+    );
     let message = refused("switch-check", &[("kube", "yes")]);
-    assert!(message.contains("not `true` or `false`"), "{message}");
+    assert!(
+        message.contains("kube is \"yes\": give true or false"),
+        "{message}"
+    );
+}
+
+/// cargo-generate turns a name that is not kebab-case into one; it must say so, and the
+/// project, its crate and its chart all take the new name.
+#[test]
+fn a_renamed_project_says_so_and_is_named_alike_everywhere() {
+    let project = generate("Orders_Service", &[]).expect("a name cargo-generate can convert");
+    assert!(
+        project
+            .said
+            .contains("Renaming project called `Orders_Service` to `orders-service`"),
+        "{}",
+        project.said
+    );
+    assert!(project.dir.ends_with("orders-service"));
+    assert!(
+        project
+            .read("Cargo.toml")
+            .contains("name = \"orders-service\"")
+    );
+    assert!(
+        project
+            .read("helm/Chart.yaml")
+            .contains("name: orders-service")
+    );
 }

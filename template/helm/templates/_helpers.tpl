@@ -32,11 +32,32 @@ app.kubernetes.io/name: {{ include (print $.Chart.Name ".name") . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
-{% endraw %}{{ "{{" }}- define "{{project-name}}.labels" -}}{% raw %}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.chartLabels" -}}{% raw %}
 helm.sh/chart: {{ include (print $.Chart.Name ".chart") . }}
 {{ include (print $.Chart.Name ".selectorLabels") . }}
 app.kubernetes.io/version: {{ include (print $.Chart.Name ".versionLabel") . | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The labels of every object: the chart's, then commonLabels (validateValues keeps them apart). */}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.labels" -}}{% raw %}
+{{- include (print $.Chart.Name ".chartLabels") . }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+An object's `annotations:`, indented for its metadata: its own (the second argument), then
+commonAnnotations for the keys it does not set; nothing when both are empty. Called with
+(list $ .Values.x.annotations) right after the metadata's labels.
+*/}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.annotations" -}}{% raw %}
+{{- $root := index . 0 }}
+{{- $annotations := merge (dict) (index . 1 | default dict) $root.Values.commonAnnotations }}
+{{- with $annotations }}
+{{- printf "\n  annotations:\n%s" (toYaml . | indent 4) }}
+{{- end }}
 {{- end }}
 
 {% endraw %}{{ "{{" }}- define "{{project-name}}.imageTag" -}}{% raw %}
@@ -54,7 +75,37 @@ letters, digits, `-`, `_` and `.`, beginning and ending with a letter or digit).
 {{- end }}
 
 {% endraw %}{{ "{{" }}- define "{{project-name}}.image" -}}{% raw %}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (include (print $.Chart.Name ".imageTag") .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the pod has a native sidecar: one from `sidecars`, or an init container with
+`restartPolicy: Always` written in `initContainers`. The kubelet stops sidecars after the
+service has exited, so their stop time joins the shutdown budget.
+*/}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.hasSidecars" -}}{% raw %}
+{{- $found := gt (len .Values.sidecars) 0 }}
+{{- range .Values.initContainers }}
+{{- if eq (toString .restartPolicy) "Always" }}{{ $found = true }}{{ end }}
+{{- end }}
+{{- if $found }}true{{ end }}
+{{- end }}
+
+{{/* The seconds sidecars get after the service has exited: 0 without sidecars. */}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.sidecarStopSeconds" -}}{% raw %}
+{{- if include (print $.Chart.Name ".hasSidecars") . }}{{ int .Values.shutdown.sidecarStopSeconds }}{{ else }}0{{ end }}
+{{- end }}
+
+{{/* A Prometheus duration (`500ms`, `15s`, `1m`, `1h`) in milliseconds. */}}
+{% endraw %}{{ "{{" }}- define "{{project-name}}.durationMilliseconds" -}}{% raw %}
+{{- $count := regexFind "^[0-9]+" . | int }}
+{{- $unit := regexReplaceAll "^[0-9]+" . "" }}
+{{- $factor := get (dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000) $unit | default 1000 }}
+{{- mul $count $factor }}
 {{- end }}
 
 {% endraw %}{{ "{{" }}- define "{{project-name}}.serviceAccountName" -}}{% raw %}
@@ -75,13 +126,7 @@ service stops waiting as soon as every recent scraper has read them.
 {{- $s := .Values.shutdown }}
 {{- if kindIs "invalid" $s.metricsLingerSeconds }}
 {{- $interval := .Values.metrics.podMonitor.interval }}
-{{- $count := regexFind "^[0-9]+" $interval | int }}
-{{- $unit := regexReplaceAll "^[0-9]+" $interval "" }}
-{{- $seconds := $count }}
-{{- if eq $unit "ms" }}{{ $seconds = div (add $count 999) 1000 }}
-{{- else if eq $unit "m" }}{{ $seconds = mul $count 60 }}
-{{- else if eq $unit "h" }}{{ $seconds = mul $count 3600 }}
-{{- end }}
+{{- $seconds := div (add (include (print $.Chart.Name ".durationMilliseconds") $interval | int) 999) 1000 }}
 {{- if gt (add $seconds 2) 3600 }}
 {{- fail (printf "\n\nmetrics.podMonitor.interval (%s) would make the metrics linger %d s, longer than the 3600 s the service accepts. Set shutdown.metricsLingerSeconds (0 turns the linger off), or scrape more often." $interval (add $seconds 2)) }}
 {{- end }}
@@ -96,18 +141,24 @@ The shutdown budget. The kubelet counts terminationGracePeriodSeconds from the p
 deletion: it runs the preStop hook (preStopDelaySeconds), then sends SIGTERM, after which
 the service drains and finishes requests (timeoutSeconds, which includes drainDelaySeconds),
 cleans up (cleanupTimeoutSeconds) and lets Prometheus read its final counters (the metrics
-linger). The margin covers process exit and scheduling jitter.
+linger); then native sidecars stop (sidecarStopSeconds, only when there is one). The margin
+covers process exit and scheduling jitter.
 */}}
 {% endraw %}{{ "{{" }}- define "{{project-name}}.shutdownBudgetSeconds" -}}{% raw %}
 {{- $s := .Values.shutdown }}
 {{- $linger := include (print $.Chart.Name ".metricsLingerSeconds") . | int }}
-{{- add (int $s.preStopDelaySeconds) (int $s.timeoutSeconds) (int $s.cleanupTimeoutSeconds) $linger (int $s.marginSeconds) }}
+{{- $sidecars := include (print $.Chart.Name ".sidecarStopSeconds") . | int }}
+{{- add (int $s.preStopDelaySeconds) (int $s.timeoutSeconds) (int $s.cleanupTimeoutSeconds) $linger $sidecars (int $s.marginSeconds) }}
 {{- end }}
 
 {% endraw %}{{ "{{" }}- define "{{project-name}}.budgetArithmetic" -}}{% raw %}
 {{- $s := .Values.shutdown }}
 {{- $linger := include (print $.Chart.Name ".metricsLingerSeconds") . | int }}
-{{- printf "preStopDelaySeconds (%d) + timeoutSeconds (%d) + cleanupTimeoutSeconds (%d) + metricsLingerSeconds (%d) + marginSeconds (%d) = %s" (int $s.preStopDelaySeconds) (int $s.timeoutSeconds) (int $s.cleanupTimeoutSeconds) $linger (int $s.marginSeconds) (include (print $.Chart.Name ".shutdownBudgetSeconds") .) }}
+{{- $sidecars := "" }}
+{{- if include (print $.Chart.Name ".hasSidecars") . }}
+{{- $sidecars = printf " + sidecarStopSeconds (%d)" (int $s.sidecarStopSeconds) }}
+{{- end }}
+{{- printf "preStopDelaySeconds (%d) + timeoutSeconds (%d) + cleanupTimeoutSeconds (%d) + metricsLingerSeconds (%d)%s + marginSeconds (%d) = %s" (int $s.preStopDelaySeconds) (int $s.timeoutSeconds) (int $s.cleanupTimeoutSeconds) $linger $sidecars (int $s.marginSeconds) (include (print $.Chart.Name ".shutdownBudgetSeconds") .) }}
 {{- end }}
 
 {{/* terminationGracePeriodSeconds: computed from the budget, or an explicit value that covers it. */}}
@@ -120,7 +171,7 @@ linger). The margin covers process exit and scheduling jitter.
 {{- if kindIs "invalid" $s.terminationGracePeriodSeconds }}
 {{- $budget }}
 {{- else if lt (int $s.terminationGracePeriodSeconds) $budget }}
-{{- fail (printf "\n\nshutdown.terminationGracePeriodSeconds (%d) is shorter than the shutdown budget:\n  %s\nThe kubelet would SIGKILL the pod before it finished draining. Set shutdown.terminationGracePeriodSeconds to at least %d (or remove it to have it computed), or lower shutdown.preStopDelaySeconds, shutdown.timeoutSeconds, shutdown.cleanupTimeoutSeconds, shutdown.metricsLingerSeconds or shutdown.marginSeconds." (int $s.terminationGracePeriodSeconds) (include (print $.Chart.Name ".budgetArithmetic") .) $budget) }}
+{{- fail (printf "\n\nshutdown.terminationGracePeriodSeconds (%d) is shorter than the shutdown budget:\n  %s\nThe kubelet would SIGKILL the pod before it finished draining. Set shutdown.terminationGracePeriodSeconds to at least %d (or remove it to have it computed), or lower shutdown.preStopDelaySeconds, shutdown.timeoutSeconds, shutdown.cleanupTimeoutSeconds, shutdown.metricsLingerSeconds, shutdown.sidecarStopSeconds or shutdown.marginSeconds." (int $s.terminationGracePeriodSeconds) (include (print $.Chart.Name ".budgetArithmetic") .) $budget) }}
 {{- else }}
 {{- int $s.terminationGracePeriodSeconds }}
 {{- end }}
@@ -178,10 +229,42 @@ charts do in validateValues); every message is collected, then the render fails 
 {{- $messages = append $messages (printf "extraEnv[%d] sets %s, which the chart derives (so that the grace period, the probes and the service agree). Remove it from extraEnv and set %s instead." $index $name (get $derived $name)) }}
 {{- end }}
 {{- end }}
-{{- $chartLabels := include (print $.Chart.Name ".labels") . | fromYaml }}
+{{- $chartLabels := include (print $.Chart.Name ".chartLabels") . | fromYaml }}
 {{- range $key, $value := .Values.podLabels }}
 {{- if hasKey $chartLabels $key }}
 {{- $messages = append $messages (printf "podLabels sets %s, a label the chart sets itself (the selector of the Deployment, the Service and the PodDisruptionBudget among them). Remove %s from podLabels." $key $key) }}
+{{- else if hasKey $.Values.commonLabels $key }}
+{{- $messages = append $messages (printf "podLabels and commonLabels both set %s. Keep it in one of them." $key) }}
+{{- end }}
+{{- end }}
+{{- range $key, $value := .Values.commonLabels }}
+{{- if hasKey $chartLabels $key }}
+{{- $messages = append $messages (printf "commonLabels sets %s, a label the chart sets itself (the selectors depend on it). Remove %s from commonLabels." $key $key) }}
+{{- end }}
+{{- end }}
+{{- $appName := include (print $.Chart.Name ".name") . }}
+{{- range $list := list "initContainers" "sidecars" }}
+{{- range $index, $container := get $.Values $list }}
+{{- if eq (toString $container.name) $appName }}
+{{- $messages = append $messages (printf "%s[%d] is named %s, the name of the service's own container. Rename it." $list $index $appName) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if .Values.tmpDir.enabled }}
+{{- range $index, $volume := .Values.volumes }}
+{{- if eq (toString $volume.name) "tmp" }}
+{{- $messages = append $messages (printf "volumes[%d] is named tmp, the volume the chart mounts at /tmp. Rename it, or set tmpDir.enabled to false to bring your own /tmp." $index) }}
+{{- end }}
+{{- end }}
+{{- range $index, $mount := .Values.volumeMounts }}
+{{- if eq (clean (toString $mount.mountPath)) "/tmp" }}
+{{- $messages = append $messages (printf "volumeMounts[%d] mounts at /tmp, where the chart mounts its own emptyDir. Set tmpDir.enabled to false to bring your own /tmp." $index) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.metrics.podMonitor }}
+{{- if and .scrapeTimeout (gt (include (print $.Chart.Name ".durationMilliseconds") .scrapeTimeout | int) (include (print $.Chart.Name ".durationMilliseconds") .interval | int)) }}
+{{- $messages = append $messages (printf "metrics.podMonitor.scrapeTimeout (%s) is longer than metrics.podMonitor.interval (%s); Prometheus refuses such a scrape. Lower metrics.podMonitor.scrapeTimeout or raise metrics.podMonitor.interval." .scrapeTimeout .interval) }}
 {{- end }}
 {{- end }}
 {{- with .Values.autoscaling }}
