@@ -181,6 +181,23 @@ fn sidecars_start_first_stop_last_and_join_the_shutdown_budget() {
     );
 }
 
+/// A sidecar's own port is closed by the chart's NetworkPolicy until a rule opens it.
+#[test]
+fn the_network_policy_takes_a_rule_for_a_sidecars_port() {
+    let manifests = render(Render::default().set_json(
+        r#"networkPolicy.extraIngress=[{"ports":[{"port":15090,"protocol":"TCP"}],"from":[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"istio-system"}}}]}]"#,
+    ));
+    let policy = manifests.network_policy().expect("a NetworkPolicy");
+    let rules = policy.spec.as_ref().unwrap().ingress.as_ref().unwrap();
+    assert_eq!(rules.len(), 3, "http, admin, then the extra rule");
+    let extra = &rules[2];
+    assert_eq!(
+        extra.ports.as_ref().unwrap()[0].port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(15090))
+    );
+    assert!(extra.from.as_ref().unwrap()[0].namespace_selector.is_some());
+}
+
 #[test]
 fn an_image_digest_pins_the_image_and_leaves_the_version_label_readable() {
     let manifests = render(

@@ -74,6 +74,19 @@ fn a_name_kept_verbatim_with_force_must_still_be_a_crate_name() {
 }
 
 #[test]
+fn a_repository_must_be_an_https_url() {
+    for repository in ["ftp://example.com/x", "github.com/acme/x", "https://x/a b"] {
+        let message = refused("repo-check", &[("repository", repository)]);
+        assert!(
+            message.contains(&format!(
+                "repository is \"{repository}\", which is not an https URL"
+            )),
+            "{repository}: {message}"
+        );
+    }
+}
+
+#[test]
 fn switches_accept_only_true_or_false() {
     let message = refused("switch-check", &[("otel", "maybe")]);
     assert!(

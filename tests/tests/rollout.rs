@@ -21,6 +21,8 @@ use kube_service_template_tests::{
         load::{ClientKind, Failure},
         proxies::Balancer,
         report::Report,
+        sidecar::{self, SidecarStop, Sidecars},
+        timeline::{Event, Happening},
     },
 };
 
@@ -224,4 +226,96 @@ fn behind_envoy_the_default_chart_loses_nothing() {
 #[test]
 fn behind_envoy_the_common_pattern_fails_upstream() {
     real_proxy_sees_the_common_pattern_fail(Balancer::Envoy);
+}
+
+/// Two native sidecars from the chart's `sidecars` value, each a real nginx.
+fn with_sidecars(stop: SidecarStop) -> (Deployment, Sidecars) {
+    let deployment = deployment(Render::default().set("replicaCount=2").set_json(
+        r#"sidecars=[{"name":"agent","image":"agent:1"},{"name":"proxy","image":"proxy:1"}]"#,
+    ));
+    let sidecars = Sidecars {
+        images: vec![sidecar::nginx("agent:1"), sidecar::nginx("proxy:1")],
+        stop,
+    };
+    (deployment, sidecars)
+}
+
+/// When `what` happened to `pod`, the first time.
+fn when(events: &[Event], pod: &str, what: &Happening) -> Option<f64> {
+    events
+        .iter()
+        .find(|event| event.source == pod && &event.what == what)
+        .map(|event| event.at)
+}
+
+/// Native sidecars (Kubernetes 1.29+): the kubelet stops them only once the service has
+/// exited, last started first, within the grace period the chart stretched by
+/// `shutdown.sidecarStopSeconds`. Whatever the service needs while it drains stays up.
+#[test]
+fn native_sidecars_outlive_the_drain_and_stop_after_the_service_in_reverse_order() {
+    let (deployment, sidecars) = with_sidecars(SidecarStop::AfterTheService);
+    let mut native = scenario("native sidecars");
+    native.sidecars = sidecars;
+    let report = run(&deployment, native);
+    report.assert_clean_rollout(2);
+    let summary = report.summary();
+    for pod in &report.pods {
+        let at = |what: Happening| {
+            when(&report.events, &pod.pod, &what)
+                .unwrap_or_else(|| panic!("{}: no {what}:\n{summary}", pod.pod))
+        };
+        let sidecar = |name: &str| name.to_owned();
+        let service_exit = at(Happening::Exited { code: 0 });
+        let proxy_term = at(Happening::SidecarSigterm {
+            name: sidecar("proxy"),
+        });
+        let proxy_exit = at(Happening::SidecarExited {
+            name: sidecar("proxy"),
+            code: 0,
+        });
+        let agent_term = at(Happening::SidecarSigterm {
+            name: sidecar("agent"),
+        });
+        at(Happening::SidecarExited {
+            name: sidecar("agent"),
+            code: 0,
+        });
+        assert!(
+            service_exit <= proxy_term && proxy_exit <= agent_term,
+            "{}: expected the service to exit ({service_exit:.2} s), then proxy ({proxy_term:.2} s), \
+             then agent ({agent_term:.2} s):\n{summary}",
+            pod.pod
+        );
+    }
+    let gone_early = report.events.iter().filter(|event| {
+        matches!(
+            event.what,
+            Happening::SidecarDownBeforeTheService { .. } | Happening::SidecarSigkill { .. }
+        )
+    });
+    assert_eq!(gone_early.count(), 0, "{summary}");
+}
+
+/// The negative control: sidecars stopped with the service, as ordinary containers are
+/// (sidecars in `containers`, or a kubelet before 1.29), are gone while it still drains. By
+/// construction: they get SIGTERM the instant the service does, nginx stops listening at
+/// once, the service serves on for its 5 s drain delay, and the kubelet looks at each
+/// sidecar every 100 ms.
+#[test]
+fn sidecars_stopped_with_the_service_are_gone_while_it_drains() {
+    let (deployment, sidecars) = with_sidecars(SidecarStop::WithTheService);
+    let mut with_the_service = scenario("sidecars stopped with the service");
+    with_the_service.sidecars = sidecars;
+    let report = run(&deployment, with_the_service);
+    let summary = report.summary();
+    for pod in &report.pods {
+        for name in ["agent", "proxy"] {
+            let down = Happening::SidecarDownBeforeTheService { name: name.into() };
+            assert!(
+                when(&report.events, &pod.pod, &down).is_some(),
+                "{}: expected sidecar {name} down during the drain:\n{summary}",
+                pod.pod
+            );
+        }
+    }
 }

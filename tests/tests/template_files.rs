@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use kube_service_template_tests::{files_under, generate, repo_root, template_files};
+use kube_service_template_tests::{chart::Chart, files_under, generate, repo_root, template_files};
 
 #[test]
 fn every_template_file_arrives_in_the_generated_project() {
@@ -141,6 +141,50 @@ fn placeholders_reach_code_chart_and_docs() {
         project.read("README.md").contains("placed-values"),
         "expected the project name in its README"
     );
+}
+
+/// The chart's `home`, `sources` and `icon` and the crate's `repository` come from the
+/// `repository` placeholder; without one, none is invented.
+#[test]
+fn a_repository_gives_the_crate_and_the_chart_their_home_and_icon() {
+    let project = generate(
+        "homed",
+        &[("repository", "https://github.com/acme/homed.git/")],
+    )
+    .expect("a repository URL generates");
+    let chart = project.read("helm/Chart.yaml");
+    for line in [
+        "home: https://github.com/acme/homed\n",
+        "sources:\n  - https://github.com/acme/homed\n",
+        "icon: https://raw.githubusercontent.com/acme/homed/HEAD/helm/icon.svg\n",
+        "kubeVersion: \">=1.29.0-0\"\n",
+    ] {
+        assert!(
+            chart.contains(line),
+            "expected {line:?} in Chart.yaml:\n{chart}"
+        );
+    }
+    assert!(
+        project.dir.join("helm/icon.svg").exists(),
+        "the icon it points to ships"
+    );
+    assert!(
+        project
+            .read("Cargo.toml")
+            .contains("repository = \"https://github.com/acme/homed\"\n")
+    );
+    let lint = Chart::at(&project.dir.join("helm"))
+        .lint(&[])
+        .expect("lints");
+    assert!(!lint.contains("icon is recommended"), "{lint}");
+
+    let bare = generate("homeless", &[]).expect("defaults generate");
+    let chart = bare.read("helm/Chart.yaml");
+    assert!(
+        !chart.contains("home:") && !chart.contains("icon:") && !chart.contains("sources:"),
+        "{chart}"
+    );
+    assert!(!bare.read("Cargo.toml").contains("repository"));
 }
 
 #[test]

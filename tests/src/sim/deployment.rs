@@ -10,7 +10,7 @@ use std::{
 use tokio::time::Instant;
 
 use super::{
-    kubelet::Pod,
+    kubelet::{Images, Pod},
     network::Endpoints,
     pod_template::{PodIdentity, PodTemplate},
     timeline::{Happening, Timeline},
@@ -24,7 +24,7 @@ const RESYNC: Duration = Duration::from_millis(100);
 
 pub struct Deployment {
     name: String,
-    binary: PathBuf,
+    images: Images,
     template: Arc<PodTemplate>,
     log_dir: PathBuf,
     timeline: Arc<Timeline>,
@@ -37,7 +37,7 @@ pub struct Deployment {
 impl Deployment {
     pub fn new(
         name: &str,
-        binary: &Path,
+        images: Images,
         template: PodTemplate,
         log_dir: &Path,
         timeline: Arc<Timeline>,
@@ -46,7 +46,7 @@ impl Deployment {
     ) -> Deployment {
         Deployment {
             name: name.to_owned(),
-            binary: binary.to_path_buf(),
+            images,
             template: Arc::new(template),
             log_dir: log_dir.to_path_buf(),
             timeline,
@@ -75,7 +75,7 @@ impl Deployment {
             .collect()
     }
 
-    fn create(&self, revision: u32) -> Arc<Pod> {
+    async fn create(&self, revision: u32) -> Arc<Pod> {
         let index = {
             let mut created = self.created.lock().unwrap();
             *created += 1;
@@ -87,7 +87,7 @@ impl Deployment {
             node: format!("node-{}", index % 3),
         };
         let pod = Pod::start(
-            &self.binary,
+            &self.images,
             self.template.clone(),
             &identity,
             revision,
@@ -95,7 +95,8 @@ impl Deployment {
             self.timeline.clone(),
             self.endpoints.clone(),
         )
-        .expect("a pod's container starts");
+        .await
+        .unwrap_or_else(|err| panic!("a pod starts: {err}"));
         (self.on_pod)(&pod);
         self.pods.lock().unwrap().push(pod.clone());
         pod
@@ -104,7 +105,7 @@ impl Deployment {
     /// Creates the replicas of `revision` and waits until all are available.
     pub async fn scale_up(&self, revision: u32, limit: Duration) -> Result<(), String> {
         for _ in 0..self.template.replicas {
-            self.create(revision);
+            self.create(revision).await;
         }
         let deadline = Instant::now() + limit;
         while self
@@ -155,7 +156,7 @@ impl Deployment {
             let mut total = old.len() + new.len();
             let mut new_count = new.len();
             while new_count < replicas && total < most {
-                self.create(to);
+                self.create(to).await;
                 new_count += 1;
                 total += 1;
             }

@@ -1,6 +1,7 @@
-//! One pod as the kubelet runs it: the process with the spec's environment, the probes on
-//! the spec's schedule, and on deletion the preStop hook, SIGTERM, and SIGKILL when the grace
-//! period (counted from deletion, preStop included) runs out.
+//! One pod as the kubelet runs it: its native sidecars first, then the process with the
+//! spec's environment, the probes on the spec's schedule, and on deletion the preStop hook,
+//! SIGTERM, the sidecars' stop once the service has exited, and SIGKILL when the grace period
+//! (counted from deletion, preStop included) runs out.
 
 use std::{
     collections::BTreeMap,
@@ -17,6 +18,7 @@ use tokio::{process::Command, sync::watch, time::Instant};
 use super::{
     network::Endpoints,
     pod_template::{PodIdentity, PodTemplate, PreStop, Probe},
+    sidecar::{Sidecar, SidecarStop, Sidecars},
     timeline::{Happening, Timeline},
 };
 
@@ -40,6 +42,19 @@ pub struct Exit {
     pub at: Instant,
 }
 
+/// What runs each container a pod spec names: the service's binary and the sidecars' images.
+#[derive(Debug, Clone)]
+pub struct Images {
+    pub service: std::path::PathBuf,
+    pub sidecars: Sidecars,
+}
+
+/// A pod's sidecars, in start order, and when they stop.
+struct RunningSidecars {
+    running: Vec<Sidecar>,
+    stop: SidecarStop,
+}
+
 pub struct Pod {
     pub name: String,
     pub revision: u32,
@@ -48,6 +63,7 @@ pub struct Pod {
     template: Arc<PodTemplate>,
     status: watch::Sender<PodStatus>,
     pid: u32,
+    sidecars: RunningSidecars,
     timeline: Arc<Timeline>,
     endpoints: Arc<Endpoints>,
     last_metrics: Mutex<Option<(Instant, String)>>,
@@ -57,15 +73,47 @@ pub struct Pod {
 }
 
 impl Pod {
-    /// Starts the container and its probes; the pod joins the endpoints once ready.
-    pub fn start(
-        binary: &Path,
+    /// Starts the sidecars, then the container and its probes; the pod joins the endpoints
+    /// once ready.
+    pub async fn start(
+        images: &Images,
         template: Arc<PodTemplate>,
         identity: &PodIdentity,
         revision: u32,
         log_dir: &Path,
         timeline: Arc<Timeline>,
         endpoints: Arc<Endpoints>,
+    ) -> Result<Arc<Pod>, String> {
+        let mut sidecars = Vec::new();
+        for spec in &template.sidecars {
+            let dir = log_dir.join(format!("{}-{}", identity.name, spec.name));
+            let sidecar = Sidecar::start(&spec.name, &spec.image, &images.sidecars, &dir).await?;
+            let what = Happening::SidecarStarted {
+                name: spec.name.clone(),
+            };
+            timeline.record(&identity.name, what);
+            sidecars.push(sidecar);
+        }
+        let sidecars = RunningSidecars {
+            running: sidecars,
+            stop: images.sidecars.stop,
+        };
+        let parts = (identity, revision, log_dir, timeline, endpoints);
+        Self::start_container(&images.service, template, sidecars, parts)
+            .map_err(|err| format!("{}: {err}", identity.name))
+    }
+
+    fn start_container(
+        binary: &Path,
+        template: Arc<PodTemplate>,
+        sidecars: RunningSidecars,
+        (identity, revision, log_dir, timeline, endpoints): (
+            &PodIdentity,
+            u32,
+            &Path,
+            Arc<Timeline>,
+            Arc<Endpoints>,
+        ),
     ) -> std::io::Result<Arc<Pod>> {
         let host_ports: BTreeMap<u16, u16> = template
             .ports
@@ -90,6 +138,7 @@ impl Pod {
             template,
             status: watch::Sender::new(PodStatus::default()),
             pid,
+            sidecars,
             timeline,
             endpoints,
             last_metrics: Mutex::new(None),
@@ -110,23 +159,30 @@ impl Pod {
                         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
                 })
                 .unwrap_or(-1);
-            waiting.status.send_modify(|state| {
-                let sigkilled = state.exit.as_ref().is_some_and(|exit| exit.sigkilled);
-                state.exit = Some(Exit {
-                    code,
-                    sigkilled,
-                    at: Instant::now(),
-                });
-                state.ready = false;
-            });
+            let at = Instant::now();
+            // On the timeline before anyone waiting for the exit acts on it (the sidecars).
             let what = if waiting.torn_down.load(std::sync::atomic::Ordering::Relaxed) {
                 Happening::StoppedAtTheEnd
             } else {
                 Happening::Exited { code }
             };
-            waiting.timeline.record(&waiting.name, what);
+            waiting
+                .timeline
+                .record_at(at.into_std(), &waiting.name, what);
+            waiting.status.send_modify(|state| {
+                let sigkilled = state.exit.as_ref().is_some_and(|exit| exit.sigkilled);
+                state.exit = Some(Exit {
+                    code,
+                    sigkilled,
+                    at,
+                });
+                state.ready = false;
+            });
             waiting.publish();
         });
+        for index in 0..pod.sidecars.running.len() {
+            tokio::spawn(pod.clone().record_sidecar_exit(index));
+        }
         tokio::spawn(pod.clone().probe());
         Ok(pod)
     }
@@ -313,6 +369,32 @@ impl Pod {
 
     async fn terminate(self: Arc<Self>, deleted_at: Instant) {
         let grace_deadline = deleted_at + self.template.grace;
+        tokio::spawn(self.clone().watch_sidecars());
+        self.run_pre_stop(grace_deadline).await;
+        if !self.exited() {
+            if self.sidecars.stop == SidecarStop::WithTheService {
+                for sidecar in &self.sidecars.running {
+                    self.stop_sidecar(sidecar);
+                }
+            }
+            self.stop_service(grace_deadline).await;
+        }
+        // Last started, first stopped, each in what is left of the grace period.
+        for sidecar in self.sidecars.running.iter().rev() {
+            if sidecar.exited().is_some() {
+                continue;
+            }
+            self.stop_sidecar(sidecar);
+            if sidecar.exit_by(grace_deadline).await.is_none() {
+                sidecar.signal(libc::SIGKILL);
+                let name = sidecar.name.clone();
+                self.timeline
+                    .record(&self.name, Happening::SidecarSigkill { name });
+            }
+        }
+    }
+
+    async fn run_pre_stop(&self, grace_deadline: Instant) {
         match self.template.pre_stop.clone() {
             PreStop::None => {}
             PreStop::Sleep(duration) => {
@@ -328,9 +410,10 @@ impl Pod {
                 let _ = tokio::time::timeout_at(grace_deadline, hook).await;
             }
         }
-        if self.exited() {
-            return;
-        }
+    }
+
+    /// SIGTERM, then SIGKILL if the process outlives the grace period.
+    async fn stop_service(&self, grace_deadline: Instant) {
         self.signal(libc::SIGTERM);
         self.timeline.record(&self.name, Happening::Sigterm);
         let left = grace_deadline.saturating_duration_since(Instant::now());
@@ -353,17 +436,56 @@ impl Pod {
         }
     }
 
+    async fn record_sidecar_exit(self: Arc<Self>, index: usize) {
+        let sidecar = &self.sidecars.running[index];
+        let far = Instant::now() + Duration::from_secs(24 * 3600);
+        if let Some((code, at)) = sidecar.exit_by(far).await
+            && !self.torn_down.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let name = sidecar.name.clone();
+            let exited = Happening::SidecarExited { name, code };
+            self.timeline.record_at(at.into_std(), &self.name, exited);
+        }
+    }
+
+    fn stop_sidecar(&self, sidecar: &Sidecar) {
+        sidecar.signal(libc::SIGTERM);
+        let name = sidecar.name.clone();
+        self.timeline
+            .record(&self.name, Happening::SidecarSigterm { name });
+    }
+
+    /// While the service runs after the deletion, notes each sidecar that stops answering:
+    /// what the service may need during its drain (a proxy, a collector) is gone.
+    async fn watch_sidecars(self: Arc<Self>) {
+        let mut down = vec![false; self.sidecars.running.len()];
+        while !self.exited() {
+            for (index, sidecar) in self.sidecars.running.iter().enumerate() {
+                if !down[index] && !sidecar.answers().await && !self.exited() {
+                    down[index] = true;
+                    let name = sidecar.name.clone();
+                    self.timeline
+                        .record(&self.name, Happening::SidecarDownBeforeTheService { name });
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
         unsafe { libc::kill(self.pid as i32, signal) };
     }
 
-    /// Ends the process at once; for tearing the simulation down.
+    /// Ends the processes at once; for tearing the simulation down.
     pub fn kill(&self) {
+        self.torn_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if !self.exited() {
-            self.torn_down
-                .store(true, std::sync::atomic::Ordering::Relaxed);
             self.signal(libc::SIGKILL);
+        }
+        for sidecar in &self.sidecars.running {
+            sidecar.signal(libc::SIGKILL);
         }
     }
 }

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`pod_template`] | what a kubelet and the Deployment controller read from the spec |
 //! | [`kubelet`] | a kubelet per pod: the process, probes, preStop, SIGTERM, SIGKILL |
+//! | [`sidecar`] | native sidecars: started first, stopped after the service, in reverse |
 //! | [`network`] | the endpoints controller and kube-proxy, with a propagation lag |
 //! | [`proxies`] | what clients connect to: that kube-proxy, or real nginx, HAProxy or Envoy following the same endpoints |
 //! | [`deployment`] | the Deployment controller's rolling update |
@@ -25,6 +26,7 @@ pub mod plot;
 pub mod pod_template;
 pub mod proxies;
 pub mod report;
+pub mod sidecar;
 pub mod timeline;
 
 use std::{
@@ -57,6 +59,8 @@ pub struct Scenario {
     pub warm_up: Duration,
     /// Load after the last old pod is gone.
     pub cool_down: Duration,
+    /// What runs the pod's sidecar images, and when the kubelet stops them.
+    pub sidecars: sidecar::Sidecars,
     /// Print events as they happen.
     pub live: bool,
     /// Where pod logs, the timeline and the plot go.
@@ -72,6 +76,7 @@ impl Scenario {
             load: LoadConfig::default(),
             warm_up: Duration::from_secs(3),
             cool_down: Duration::from_secs(2),
+            sidecars: sidecar::Sidecars::default(),
             live: false,
             out_dir: out_dir.to_path_buf(),
         }
@@ -115,7 +120,10 @@ pub async fn rolling_update(
     let metrics_port = template.ports.get("admin").copied();
     let controller = Deployment::new(
         &name,
-        binary,
+        kubelet::Images {
+            service: binary.to_path_buf(),
+            sidecars: scenario.sidecars.clone(),
+        },
         template,
         &log_dir,
         timeline.clone(),

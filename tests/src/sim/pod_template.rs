@@ -31,8 +31,17 @@ pub enum PreStop {
     HttpGet { path: String, port: u16 },
 }
 
+/// A native sidecar: an init container with `restartPolicy: Always`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SidecarSpec {
+    pub name: String,
+    pub image: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct PodTemplate {
+    /// Started in this order before the service's container, stopped after it in reverse.
+    pub sidecars: Vec<SidecarSpec>,
     pub env: Vec<EnvVar>,
     /// Container port by name.
     pub ports: BTreeMap<String, u16>,
@@ -93,6 +102,7 @@ impl PodTemplate {
             return Err("maxSurge and maxUnavailable cannot both be 0".into());
         }
         Ok(PodTemplate {
+            sidecars: sidecars(pod.init_containers.as_deref().unwrap_or_default())?,
             env: container.env.clone().unwrap_or_default(),
             startup: probe(&container.startup_probe)?,
             liveness: probe(&container.liveness_probe)?,
@@ -139,6 +149,23 @@ impl PodTemplate {
         }
         resolved
     }
+}
+
+/// The pod's native sidecars; an init container that runs to completion is not simulated.
+fn sidecars(init_containers: &[Container]) -> Result<Vec<SidecarSpec>, String> {
+    init_containers
+        .iter()
+        .map(|container| match container.restart_policy.as_deref() {
+            Some("Always") => Ok(SidecarSpec {
+                name: container.name.clone(),
+                image: container.image.clone().unwrap_or_default(),
+            }),
+            _ => Err(format!(
+                "init container {}: the simulator runs native sidecars only",
+                container.name
+            )),
+        })
+        .collect()
 }
 
 fn to_probe(probe: &KubeProbe, container: &Container) -> Result<Probe, String> {

@@ -35,6 +35,23 @@ pub enum Happening {
     },
     /// Still running when the simulation ended, and stopped with it.
     StoppedAtTheEnd,
+    SidecarStarted {
+        name: String,
+    },
+    SidecarSigterm {
+        name: String,
+    },
+    SidecarSigkill {
+        name: String,
+    },
+    SidecarExited {
+        name: String,
+        code: i32,
+    },
+    /// A sidecar stopped answering while the service was still running after its deletion.
+    SidecarDownBeforeTheService {
+        name: String,
+    },
     /// A line the service logged once its pod was deleted: its own shutdown story.
     ServiceLog {
         message: String,
@@ -100,6 +117,13 @@ impl fmt::Display for Happening {
             Sigkill => write!(f, "grace period over: SIGKILL"),
             Exited { code } => write!(f, "container exited with {code}"),
             StoppedAtTheEnd => write!(f, "stopped: the simulation is over"),
+            SidecarStarted { name } => write!(f, "sidecar {name} started"),
+            SidecarSigterm { name } => write!(f, "sidecar {name}: SIGTERM"),
+            SidecarSigkill { name } => write!(f, "sidecar {name}: grace period over, SIGKILL"),
+            SidecarExited { name, code } => write!(f, "sidecar {name} exited with {code}"),
+            SidecarDownBeforeTheService { name } => {
+                write!(f, "sidecar {name} down while the service still runs")
+            }
             ServiceLog { message, fields } => write!(f, "  │ {message} {fields}"),
             Routed { pod } => write!(f, "routes new connections to {pod}"),
             Unrouted { pod } => write!(f, "stops routing to {pod}"),
@@ -163,8 +187,14 @@ impl Timeline {
     }
 
     pub fn record(&self, source: &str, what: Happening) {
+        self.record_at(Instant::now(), source, what);
+    }
+
+    /// Records what happened at `instant`, which a watcher may report a moment later: the
+    /// event takes its place in time among those recorded since.
+    pub fn record_at(&self, instant: Instant, source: &str, what: Happening) {
         let event = Event {
-            at: self.started.elapsed().as_secs_f64(),
+            at: self.since_start(instant).as_secs_f64(),
             source: source.to_owned(),
             what,
         };
@@ -177,7 +207,9 @@ impl Timeline {
                 text.trim_end()
             );
         }
-        self.events.lock().unwrap().push(event);
+        let mut events = self.events.lock().unwrap();
+        let place = events.partition_point(|earlier| earlier.at <= event.at);
+        events.insert(place, event);
     }
 
     pub fn events(&self) -> Vec<Event> {
