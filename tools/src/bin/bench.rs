@@ -1,7 +1,8 @@
 //! Figures, printed and never asserted, for a freshly generated service beside a bare axum
 //! hello world built in the same run: throughput and p99 on `GET /` (wrk), idle RSS,
-//! stripped binary size, time from exec to ready, time from SIGTERM to exit, and rollout
-//! failures in the simulator with the chart's shutdown versus the common pattern.
+//! stripped binary size, time from exec to ready, CPU with 10,000 idle keep-alive
+//! connections, time from SIGTERM to exit, and rollout failures in the simulator with the
+//! chart's shutdown versus the common pattern.
 //!
 //! `scripts/bench.sh [--no-clean-build] [--no-rollout]`
 
@@ -29,6 +30,10 @@ const RUNS: usize = 5;
 const LOAD_ROUNDS: usize = 5;
 const DRAIN_DELAY: Duration = Duration::from_secs(1);
 const IDLE_CONNECTIONS: usize = 50;
+/// A proxy's upstream pool: connections that sent one request and wait for the next.
+const POOLED_CONNECTIONS: usize = 10_000;
+/// How long their CPU is measured, once they are open.
+const POOLED_WINDOW: Duration = Duration::from_secs(10);
 const SLOW_REQUESTS: usize = 10;
 const SLOW: Duration = Duration::from_secs(2);
 const WRK_SECONDS: u32 = 10;
@@ -85,6 +90,22 @@ fn main() {
         label: "idle RSS (median)",
         ours: mebibytes(ours_rss * 1024),
         bare: mebibytes(bare_rss * 1024),
+    });
+
+    // Both processes hold one socket per connection: raise the open-file limit first.
+    raise_open_files(2 * POOLED_CONNECTIONS as u64 + 1024);
+    let ours_pooled = {
+        let service = start_ours(&ours, "1s");
+        pooled_cpu(service.http, service.pid())
+    };
+    let bare_pooled = {
+        let service = BareAxum::start(&bare);
+        pooled_cpu(service.addr, service.pid())
+    };
+    rows.push(Row {
+        label: "CPU with 10,000 idle keep-alive connections",
+        ours: format!("{ours_pooled:.2} % of a core"),
+        bare: format!("{bare_pooled:.2} % of a core"),
     });
 
     let mut rounds = Vec::new();
@@ -173,6 +194,11 @@ fn main() {
             .map(|_| sigterm_to_exit(&ours, 0, SLOW_REQUESTS))
             .collect::<Vec<_>>(),
     );
+    let pooled = median(
+        &mut (0..RUNS)
+            .map(|_| sigterm_to_exit(&ours, POOLED_CONNECTIONS, 0))
+            .collect::<Vec<_>>(),
+    );
     let exit_label = "- (SIGTERM kills it)".to_owned();
     rows.push(Row {
         label: "SIGTERM to exit, idle (drain delay 1 s)",
@@ -187,6 +213,11 @@ fn main() {
     rows.push(Row {
         label: "  with 10 requests of 2 s in flight",
         ours: millis(slow),
+        bare: exit_label.clone(),
+    });
+    rows.push(Row {
+        label: "  with 10,000 idle keep-alive connections",
+        ours: millis(pooled),
         bare: exit_label,
     });
 
@@ -304,6 +335,50 @@ fn sigterm_to_exit(binary: &Path, idle: usize, slow: usize) -> Duration {
     }
     drop(connections);
     took
+}
+
+/// The server's CPU, in percent of one core, while [`POOLED_CONNECTIONS`] keep-alive
+/// connections that each sent one request sit idle.
+fn pooled_cpu(http: SocketAddr, pid: u32) -> f64 {
+    let connections = client_runtime().block_on(async {
+        let mut connections = Vec::with_capacity(POOLED_CONNECTIONS);
+        for _ in 0..POOLED_CONNECTIONS {
+            let mut connection = Connection::open(http).await.unwrap();
+            let answer = connection.send(&Request::get("/"), false).await.unwrap();
+            assert_eq!(answer.status, 200);
+            connections.push(connection);
+        }
+        connections
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let before = cpu_time(pid);
+    std::thread::sleep(POOLED_WINDOW);
+    let used = cpu_time(pid) - before;
+    drop(connections);
+    100.0 * used.as_secs_f64() / POOLED_WINDOW.as_secs_f64()
+}
+
+/// Raises this process's open-file limit, which the servers it starts inherit (as root the
+/// hard limit may rise too; otherwise the soft limit goes as far as the hard one allows).
+fn raise_open_files(wanted: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) and setrlimit(2) on a struct on this stack.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: wanted.max(limit.rlim_cur),
+            rlim_max: wanted.max(limit.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 /// The clients' own runtime: two threads, beside the server under test.

@@ -163,6 +163,41 @@ impl Activity {
     }
 }
 
+impl Activity {
+    /// The earliest moment [`Self::verdict`], or with `closing_stall` the stall rule
+    /// ([`Self::stalled_for`] reaching it), can next find something to act on; `None` while
+    /// a request is in flight, when neither can. A closing connection has no idle timeout:
+    /// it is closing already.
+    pub(crate) fn next_deadline(
+        &self,
+        header_read_timeout: Duration,
+        idle_timeout: Duration,
+        protocol: Protocol,
+        closing_stall: Option<Duration>,
+    ) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        // The moment `since(stamp) >= after` starts to hold.
+        let at = |stamp: u64, after: Duration| {
+            self.opened + Duration::from_millis(stamp.saturating_sub(1)) + after
+        };
+        let last_active = self.last_active.load(Ordering::Relaxed);
+        let head_started = self.head_started.load(Ordering::Acquire);
+        let awaits_headers = protocol == Protocol::Http1 && head_started != 0;
+        [
+            self.is_fresh()
+                .then(|| at(last_active, header_read_timeout)),
+            awaits_headers.then(|| at(head_started, header_read_timeout)),
+            (closing_stall.is_none() && !awaits_headers).then(|| at(last_active, idle_timeout)),
+            closing_stall.map(|stall| at(self.last_io.load(Ordering::Relaxed), stall)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
 /// A stream that reports every read to its connection's [`Activity`].
 pub(crate) struct Observed<S> {
     inner: S,
@@ -322,6 +357,68 @@ mod tests {
             activity.verdict(HEADERS, IDLE, Protocol::Http1),
             Verdict::HeadersTooSlow
         );
+    }
+
+    /// At each deadline the verdict (or the stall rule) changes, and a millisecond before
+    /// it has not: the timer armed for it wakes the connection exactly when there is
+    /// something to do.
+    #[tokio::test(start_paused = true)]
+    async fn the_next_deadline_is_when_the_verdict_changes() {
+        // Fresh: the header read timeout from the accept.
+        let fresh = Activity::new();
+        let due = fresh
+            .next_deadline(HEADERS, IDLE, Protocol::Http1, None)
+            .unwrap();
+        assert_eq!(due - Instant::now(), HEADERS);
+        tokio::time::advance(HEADERS - Duration::from_millis(1)).await;
+        assert_eq!(fresh.verdict(HEADERS, IDLE, Protocol::Http1), Verdict::Fine);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            fresh.verdict(HEADERS, IDLE, Protocol::Http1),
+            Verdict::HeadersTooSlow
+        );
+
+        // Between requests: the idle timeout from the last one; once headers start, theirs.
+        let idle = Activity::new();
+        idle.bytes_received();
+        idle.request_started();
+        assert_eq!(
+            idle.next_deadline(HEADERS, IDLE, Protocol::Http1, None),
+            None
+        );
+        idle.request_finished();
+        let due = idle
+            .next_deadline(HEADERS, IDLE, Protocol::Http1, None)
+            .unwrap();
+        assert_eq!(due - Instant::now(), IDLE);
+        tokio::time::advance(Duration::from_millis(20)).await;
+        idle.bytes_received();
+        let due = idle
+            .next_deadline(HEADERS, IDLE, Protocol::Http1, None)
+            .unwrap();
+        assert_eq!(
+            due - Instant::now(),
+            HEADERS,
+            "the headers' deadline, far sooner"
+        );
+        tokio::time::advance(HEADERS).await;
+        assert_eq!(
+            idle.verdict(HEADERS, IDLE, Protocol::Http1),
+            Verdict::HeadersTooSlow
+        );
+
+        // Closing: no idle timeout, the stall rule instead.
+        let closing = Activity::new();
+        closing.bytes_received();
+        closing.request_started();
+        closing.request_finished();
+        let stall = Duration::from_millis(30);
+        let due = closing
+            .next_deadline(HEADERS, IDLE, Protocol::Http2, Some(stall))
+            .unwrap();
+        assert_eq!(due - Instant::now(), stall);
+        tokio::time::advance(stall).await;
+        assert_eq!(closing.stalled_for(), stall);
     }
 
     #[tokio::test(start_paused = true)]

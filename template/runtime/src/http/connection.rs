@@ -11,7 +11,9 @@
 //! - At the hard deadline it is dropped, whatever it is doing.
 //! - In between, a watchdog enforces the header read and idle timeouts (see `activity`), on
 //!   HTTP/1 and HTTP/2 alike, and drops a closing connection whose client takes no part in
-//!   the close (no byte either way for [`CLOSING_STALL`], no request in flight).
+//!   the close (no byte either way for [`CLOSING_STALL`], no request in flight). Its one
+//!   timer is armed for the next of those deadlines (see `watchdog`): an idle connection
+//!   costs no wakeup before its idle timeout.
 
 use std::{
     convert::Infallible,
@@ -44,6 +46,7 @@ use tower::ServiceExt;
 use super::{
     RequestsInFlight,
     activity::{Activity, Observed, Protocol, Verdict},
+    watchdog::Watchdog,
     when_woken::WhenWoken,
 };
 use crate::{
@@ -117,10 +120,15 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let mut aborted = pin!(WhenWoken::new(shared.abort.cancelled()));
     let mut reclaimed = pin!(WhenWoken::new(reclaim_asked(shared.reclaim.subscribe())));
     let mut closing = false;
-    let mut watchdog = tokio::time::interval(watchdog_period(&shared));
+    let mut watchdog = Watchdog::new(
+        activity.clone(),
+        shared.header_read_timeout,
+        shared.idle_timeout,
+    );
     let mut first_request_due = pin!(None::<tokio::time::Sleep>);
 
     loop {
+        let stall = closing.then_some(CLOSING_STALL);
         tokio::select! {
             // The connection first: one accepted just before the service stopped must read
             // the request already waiting in it before being told to close, or it would be
@@ -158,7 +166,7 @@ pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             }
             // It keeps watching while closing: a client trickling its headers cannot hold
             // the shutdown.
-            _ = watchdog.tick() => {
+            () = std::future::poll_fn(|cx| watchdog.poll_due(cx, protocol.speaks(), stall)) => {
                 if closing && activity.stalled_for() >= CLOSING_STALL {
                     tracing::debug!("closing connection stalled: its client takes no part");
                     return;
@@ -219,12 +227,6 @@ async fn told_to_close(lifecycle: &Lifecycle, protocol: &ProtocolSeen) {
         () = lifecycle.reached(State::Stopping) => {}
         () = draining_http2 => {}
     }
-}
-
-/// Often enough to keep each timeout within a quarter of its length.
-fn watchdog_period(shared: &Shared) -> Duration {
-    (shared.header_read_timeout.min(shared.idle_timeout) / 4)
-        .clamp(Duration::from_millis(25), Duration::from_secs(1))
 }
 
 /// Marks a request in flight, on its connection and in the server's count, for as long as

@@ -13,6 +13,7 @@
 mod activity;
 mod connection;
 mod middleware;
+mod watchdog;
 mod when_woken;
 
 use std::{
