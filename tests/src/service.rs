@@ -108,3 +108,27 @@ impl Drop for RunningService {
         let _ = self.child.wait();
     }
 }
+
+/// Raises this process's open-file limit, which the processes it starts inherit: the soft
+/// limit to the hard one, and both to `wanted` where allowed (as root).
+pub fn raise_open_files(wanted: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) and setrlimit(2) on structs on this stack.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let most = wanted.max(limit.rlim_max);
+        let raised = libc::rlimit {
+            rlim_cur: most,
+            rlim_max: most,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

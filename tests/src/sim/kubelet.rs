@@ -98,22 +98,30 @@ impl Pod {
             running: sidecars,
             stop: images.sidecars.stop,
         };
-        let parts = (identity, revision, log_dir, timeline, endpoints);
-        Self::start_container(&images.service, template, sidecars, parts)
-            .map_err(|err| format!("{}: {err}", identity.name))
+        Self::start_container(
+            &images.service,
+            template,
+            sidecars,
+            identity,
+            revision,
+            log_dir,
+            timeline,
+            endpoints,
+        )
+        .map_err(|err| format!("{}: {err}", identity.name))
     }
 
+    /// The service's container, once its sidecars run: `start`'s arguments, passed through.
+    #[allow(clippy::too_many_arguments)]
     fn start_container(
         binary: &Path,
         template: Arc<PodTemplate>,
         sidecars: RunningSidecars,
-        (identity, revision, log_dir, timeline, endpoints): (
-            &PodIdentity,
-            u32,
-            &Path,
-            Arc<Timeline>,
-            Arc<Endpoints>,
-        ),
+        identity: &PodIdentity,
+        revision: u32,
+        log_dir: &Path,
+        timeline: Arc<Timeline>,
+        endpoints: Arc<Endpoints>,
     ) -> std::io::Result<Arc<Pod>> {
         let host_ports: BTreeMap<u16, u16> = template
             .ports
@@ -438,8 +446,7 @@ impl Pod {
 
     async fn record_sidecar_exit(self: Arc<Self>, index: usize) {
         let sidecar = &self.sidecars.running[index];
-        let far = Instant::now() + Duration::from_secs(24 * 3600);
-        if let Some((code, at)) = sidecar.exit_by(far).await
+        if let Some((code, at)) = sidecar.exit().await
             && !self.torn_down.load(std::sync::atomic::Ordering::Relaxed)
         {
             let name = sidecar.name.clone();

@@ -125,14 +125,22 @@ impl Sidecar {
         *self.exit.borrow()
     }
 
-    /// Waits until the process has exited or `deadline` has passed; its exit code and when,
-    /// if it did.
-    pub async fn exit_by(&self, deadline: Instant) -> Option<(i32, Instant)> {
+    /// Waits until the process has exited: its exit code and when (`None` if its watcher
+    /// is gone).
+    pub async fn exit(&self) -> Option<(i32, Instant)> {
         let mut exit = self.exit.clone();
-        let exited = tokio::time::timeout_at(deadline, exit.wait_for(Option::is_some)).await;
-        exited
+        exit.wait_for(Option::is_some)
+            .await
             .ok()
-            .and_then(|code| code.ok().and_then(|code| *code))
+            .and_then(|code| *code)
+    }
+
+    /// [`Self::exit`], unless `deadline` passes first.
+    pub async fn exit_by(&self, deadline: Instant) -> Option<(i32, Instant)> {
+        tokio::time::timeout_at(deadline, self.exit())
+            .await
+            .ok()
+            .flatten()
     }
 
     pub fn signal(&self, signal: i32) {

@@ -19,7 +19,7 @@ use kube_service_template_tests::{
     free_loopback_address, generate,
     http1::{self, Connection, Request},
     scratch,
-    service::{RunningService, rss_kib},
+    service::{RunningService, raise_open_files, rss_kib},
     shared_target_dir,
     sim::{self, Scenario, baseline, load::ClientKind},
 };
@@ -303,16 +303,7 @@ fn sigterm_to_exit(binary: &Path, idle: usize, slow: usize) -> Duration {
     let mut service = start_ours(binary, &format!("{}ms", DRAIN_DELAY.as_millis()));
     let clients = client_runtime();
     let http = service.http;
-    let connections: Vec<Connection> = clients.block_on(async {
-        let mut connections = Vec::with_capacity(idle);
-        for _ in 0..idle {
-            let mut connection = Connection::open(http).await.unwrap();
-            let answer = connection.send(&Request::get("/"), false).await.unwrap();
-            assert_eq!(answer.status, 200);
-            connections.push(connection);
-        }
-        connections
-    });
+    let connections = idle_connections(http, idle);
     let path = format!("/slow?ms={}", SLOW.as_millis());
     let requests: Vec<_> = (0..slow)
         .map(|_| {
@@ -340,16 +331,7 @@ fn sigterm_to_exit(binary: &Path, idle: usize, slow: usize) -> Duration {
 /// The server's CPU, in percent of one core, while [`POOLED_CONNECTIONS`] keep-alive
 /// connections that each sent one request sit idle.
 fn pooled_cpu(http: SocketAddr, pid: u32) -> f64 {
-    let connections = client_runtime().block_on(async {
-        let mut connections = Vec::with_capacity(POOLED_CONNECTIONS);
-        for _ in 0..POOLED_CONNECTIONS {
-            let mut connection = Connection::open(http).await.unwrap();
-            let answer = connection.send(&Request::get("/"), false).await.unwrap();
-            assert_eq!(answer.status, 200);
-            connections.push(connection);
-        }
-        connections
-    });
+    let connections = idle_connections(http, POOLED_CONNECTIONS);
     std::thread::sleep(Duration::from_secs(2));
     let before = cpu_time(pid);
     std::thread::sleep(POOLED_WINDOW);
@@ -358,27 +340,18 @@ fn pooled_cpu(http: SocketAddr, pid: u32) -> f64 {
     100.0 * used.as_secs_f64() / POOLED_WINDOW.as_secs_f64()
 }
 
-/// Raises this process's open-file limit, which the servers it starts inherit (as root the
-/// hard limit may rise too; otherwise the soft limit goes as far as the hard one allows).
-fn raise_open_files(wanted: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2) and setrlimit(2) on a struct on this stack.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return;
+/// `count` keep-alive connections that each sent one `GET /`, now waiting for the next.
+fn idle_connections(http: SocketAddr, count: usize) -> Vec<Connection> {
+    client_runtime().block_on(async {
+        let mut connections = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut connection = Connection::open(http).await.unwrap();
+            let answer = connection.send(&Request::get("/"), false).await.unwrap();
+            assert_eq!(answer.status, 200);
+            connections.push(connection);
         }
-        let raised = libc::rlimit {
-            rlim_cur: wanted.max(limit.rlim_cur),
-            rlim_max: wanted.max(limit.rlim_max),
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
+        connections
+    })
 }
 
 /// The clients' own runtime: two threads, beside the server under test.

@@ -18,7 +18,10 @@ use std::{
 };
 
 use kube_service_template_tests::{
-    cgroup::MemoryCgroup, generate, http1, service::RunningService, shared_target_dir,
+    cgroup::MemoryCgroup,
+    generate, http1,
+    service::{RunningService, raise_open_files},
+    shared_target_dir,
 };
 
 const MEMORY_LIMIT: u64 = 128 * 1024 * 1024;
@@ -33,7 +36,8 @@ const CHART_ENV: [(&str, &str); 5] = [
 ];
 
 fn main() {
-    raise_own_open_files();
+    // The flood needs more sockets than a soft limit of 1024 allows this process.
+    raise_open_files(0);
     let project = generate("hostile-service", &[])
         .unwrap_or_else(|refused| panic!("cargo generate refused:\n{}", refused.output));
     project.cargo_ok(&["build", "--release"]);
@@ -506,20 +510,5 @@ fn limit_open_files(command: &mut Command, limit: u64) {
             }
             Ok(())
         });
-    }
-}
-
-/// The flood needs more sockets than a soft limit of 1024 allows this process.
-fn raise_own_open_files() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2) and setrlimit(2) on a struct on this stack.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
     }
 }

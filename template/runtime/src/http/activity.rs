@@ -161,9 +161,7 @@ impl Activity {
             _ => Verdict::Fine,
         }
     }
-}
 
-impl Activity {
     /// The earliest moment [`Self::verdict`], or with `closing_stall` the stall rule
     /// ([`Self::stalled_for`] reaching it), can next find something to act on; `None` while
     /// a request is in flight, when neither can. A closing connection has no idle timeout:

@@ -27,8 +27,8 @@ pub(crate) struct Watchdog {
     activity: Arc<Activity>,
     header_read_timeout: Duration,
     idle_timeout: Duration,
+    /// Armed for the next deadline; left as it is while none applies.
     timer: Pin<Box<Sleep>>,
-    armed: Option<Instant>,
     /// The deadline that fired last, and whether the connection was closing then.
     fired: Option<(Instant, bool)>,
 }
@@ -44,7 +44,6 @@ impl Watchdog {
             header_read_timeout,
             idle_timeout,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            armed: None,
             fired: None,
         }
     }
@@ -65,7 +64,6 @@ impl Watchdog {
         );
         let Some(mut due) = next else {
             // A request is in flight: its end wakes the task, and this is polled again.
-            self.armed = None;
             return Poll::Pending;
         };
         let closing = closing_stall.is_some();
@@ -75,14 +73,12 @@ impl Watchdog {
         {
             due = fired + RECHECK;
         }
-        if self.armed != Some(due) {
+        if self.timer.deadline() != due {
             self.timer.as_mut().reset(due);
-            self.armed = Some(due);
         }
         if self.timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        self.armed = None;
         self.fired = Some((due, closing));
         Poll::Ready(())
     }
