@@ -345,7 +345,8 @@ impl Connection {
         matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
     }
 
-    fn read_response(&mut self) -> std::io::Result<Response> {
+    /// Reads one response, e.g. after [`Self::write_raw`].
+    pub fn read_response(&mut self) -> std::io::Result<Response> {
         let mut status_line = String::new();
         if self.stream.read_line(&mut status_line)? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
