@@ -1,5 +1,5 @@
 //! The Kubernetes integration against a stand-in API server on 127.0.0.1: it speaks the
-//! three calls the service makes (read its Pod, create and patch events), records them, and
+//! two calls the service makes (read its Pod, create events), records them, and
 //! can be told to hang or fail. The service finds it through a kubeconfig, as `kubectl` would.
 
 #![cfg(feature = "kube")]
@@ -405,13 +405,6 @@ fn serve(stream: TcpStream, behaviour: &Mutex<Behaviour>, calls: &Mutex<Vec<Call
                     if path == format!("/apis/events.k8s.io/v1/namespaces/{NAMESPACE}/events") =>
                 {
                     (201, body)
-                }
-                "PATCH"
-                    if path.starts_with(&format!(
-                        "/apis/events.k8s.io/v1/namespaces/{NAMESPACE}/events/"
-                    )) =>
-                {
-                    (200, body)
                 }
                 _ => (
                     404,

@@ -748,7 +748,7 @@ fn the_kube_integration_gets_exactly_the_access_it_needs_and_no_more() {
             (
                 strings(&["events.k8s.io"]),
                 strings(&["events"]),
-                strings(&["create", "patch"])
+                strings(&["create"])
             ),
         ]
     );

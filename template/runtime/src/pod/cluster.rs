@@ -5,11 +5,17 @@
 
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
+use k8s_openapi::{
+    api::{core::v1::ObjectReference, events::v1::Event},
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time},
+    jiff::Timestamp,
+};
 use kube::{
     Api, Client,
-    runtime::events::{Event, EventType, Recorder, Reporter},
+    api::{GetParams, PostParams},
+    core::Request,
 };
+use serde::Deserialize;
 
 use super::budget::{PodShutdown, PreStop};
 
@@ -38,9 +44,13 @@ impl Identity {
 }
 
 pub struct Cluster {
-    pods: Api<Pod>,
+    client: Client,
+    /// `/api/v1/namespaces/{namespace}/pods`
+    pods: Request,
+    events: Api<Event>,
     identity: Identity,
-    recorder: Recorder,
+    /// The `reportingController` of every event.
+    reporter: String,
     reference: ObjectReference,
 }
 
@@ -56,10 +66,6 @@ impl Cluster {
         config.write_timeout = Some(CALL_TIMEOUT);
         let client =
             Client::try_from(config).map_err(|error| format!("building the client: {error}"))?;
-        let reporter = Reporter {
-            controller: reporter.to_owned(),
-            instance: Some(identity.name.clone()),
-        };
         let reference = ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),
@@ -68,10 +74,13 @@ impl Cluster {
             uid: identity.uid.clone(),
             ..ObjectReference::default()
         };
+        let pods = format!("/api/v1/namespaces/{}/pods", identity.namespace);
         Ok(Cluster {
-            pods: Api::namespaced(client.clone(), &identity.namespace),
-            recorder: Recorder::new(client, reporter),
+            pods: Request::new(pods),
+            events: Api::namespaced(client.clone(), &identity.namespace),
+            client,
             identity,
+            reporter: reporter.to_owned(),
             reference,
         })
     }
@@ -80,8 +89,16 @@ impl Cluster {
         format!("{}/{}", self.identity.namespace, self.identity.name)
     }
 
-    async fn own_pod(&self) -> Option<Pod> {
-        match tokio::time::timeout(CALL_TIMEOUT, self.pods.get(&self.identity.name)).await {
+    async fn own_pod(&self) -> Option<PodView> {
+        let request = match self.pods.get(&self.identity.name, &GetParams::default()) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::warn!(%error, pod = self.describe(), "not a Pod name");
+                return None;
+            }
+        };
+        let read = self.client.request::<PodView>(request);
+        match tokio::time::timeout(CALL_TIMEOUT, read).await {
             Ok(Ok(pod)) => Some(pod),
             Ok(Err(error)) => {
                 tracing::warn!(%error, pod = self.describe(), "could not read the Pod");
@@ -115,7 +132,7 @@ impl Cluster {
             grace_period: Duration::from_secs(
                 spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64,
             ),
-            pre_stop: pre_stop(container),
+            pre_stop: container.pre_stop(),
         })
     }
 
@@ -127,40 +144,110 @@ impl Cluster {
         Some(SystemTime::from(deletion.0))
     }
 
+    /// Creates an `events.k8s.io/v1` Event about the Pod. Each is created once and never
+    /// patched into a series: a service has a handful in its whole life, so kube-runtime's
+    /// `Recorder`, which caches events to count repeats, would only add to the binary.
     pub async fn publish(&self, warning: bool, reason: &str, action: &str, note: String) {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        let published = self.recorder.publish(&event, &self.reference);
-        match tokio::time::timeout(CALL_TIMEOUT, published).await {
-            Ok(Ok(())) => tracing::debug!(reason, "event published"),
+        let event = self.event(warning, reason, action, note);
+        let params = PostParams::default();
+        let created = self.events.create(&params, &event);
+        match tokio::time::timeout(CALL_TIMEOUT, created).await {
+            Ok(Ok(_)) => tracing::debug!(reason, "event published"),
             Ok(Err(error)) => tracing::warn!(%error, reason, "could not publish an event"),
             Err(_) => tracing::warn!(reason, "publishing an event timed out"),
         }
     }
+
+    /// The Event as `kubectl events` shows it: named after the Pod and the instant, like
+    /// the kubelet's own.
+    fn event(&self, warning: bool, reason: &str, action: &str, note: String) -> Event {
+        let now = Timestamp::now();
+        Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{:x}", self.identity.name, now.as_nanosecond())),
+                namespace: Some(self.identity.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(now)),
+            type_: Some(if warning { "Warning" } else { "Normal" }.to_owned()),
+            reason: Some(reason.to_owned()),
+            action: Some(action.to_owned()),
+            note: Some(note),
+            regarding: Some(self.reference.clone()),
+            reporting_controller: Some(self.reporter.clone()),
+            reporting_instance: Some(self.identity.name.clone()),
+            ..Event::default()
+        }
+    }
 }
 
-fn pre_stop(container: &Container) -> PreStop {
-    let Some(handler) = container
-        .lifecycle
-        .as_ref()
-        .and_then(|lifecycle| lifecycle.pre_stop.as_ref())
-    else {
-        return PreStop::None;
-    };
-    if let Some(sleep) = &handler.sleep {
-        return PreStop::Sleep(Duration::from_secs(sleep.seconds.max(0) as u64));
-    }
-    match &handler.http_get {
-        Some(get) if get.path.as_deref() == Some("/prestop") => PreStop::OwnEndpoint,
-        _ => PreStop::Other,
+/// The fields of the Pod the service reads. Not k8s-openapi's `Pod`: its deserializer, for
+/// hundreds of fields never read here, would be the largest part of the `kube` feature's
+/// binary (see docs/kubernetes.md).
+#[derive(Deserialize)]
+struct PodView {
+    metadata: PodMetadata,
+    spec: Option<PodSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodMetadata {
+    deletion_timestamp: Option<Time>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodSpec {
+    termination_grace_period_seconds: Option<i64>,
+    #[serde(default)]
+    containers: Vec<Container>,
+}
+
+#[derive(Deserialize)]
+struct Container {
+    name: String,
+    lifecycle: Option<Lifecycle>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Lifecycle {
+    pre_stop: Option<Handler>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Handler {
+    sleep: Option<SleepAction>,
+    http_get: Option<HttpGetAction>,
+}
+
+#[derive(Deserialize)]
+struct SleepAction {
+    seconds: i64,
+}
+
+#[derive(Deserialize)]
+struct HttpGetAction {
+    path: Option<String>,
+}
+
+impl Container {
+    fn pre_stop(&self) -> PreStop {
+        let Some(handler) = self
+            .lifecycle
+            .as_ref()
+            .and_then(|lifecycle| lifecycle.pre_stop.as_ref())
+        else {
+            return PreStop::None;
+        };
+        if let Some(sleep) = &handler.sleep {
+            return PreStop::Sleep(Duration::from_secs(sleep.seconds.max(0) as u64));
+        }
+        match &handler.http_get {
+            Some(get) if get.path.as_deref() == Some("/prestop") => PreStop::OwnEndpoint,
+            _ => PreStop::Other,
+        }
     }
 }
