@@ -51,7 +51,11 @@ rust_components() {
             rustup component add "${component}"
         fi
     done
-    # The container test builds a static (musl) binary.
+    musl_target
+}
+
+# The container test and the bench build static (musl) binaries.
+musl_target() {
     local musl_target=x86_64-unknown-linux-musl installed_targets
     installed_targets=$(rustup target list --installed)
     if grep -qx "$musl_target" <<<"$installed_targets"; then
@@ -151,6 +155,8 @@ install_bench() {
     debian_tool wrk wrk "scripts/bench.sh"
     debian_tool valgrind valgrind "scripts/bench.sh (instructions per request)"
     debian_tool slowhttptest slowhttptest "the hostile-client figures (tools/src/bin/hostile.rs)"
+    musl_target
+    debian_tool musl-gcc musl-tools "scripts/bench.sh (the image's static build)"
 }
 
 install_test() {

@@ -1,8 +1,11 @@
-//! Figures, printed and never asserted, for a freshly generated service beside a bare axum
-//! hello world built in the same run: throughput and p99 on `GET /` (wrk), idle RSS,
-//! stripped binary size, time from exec to ready, CPU with 10,000 idle keep-alive
-//! connections, time from SIGTERM to exit, and rollout failures in the simulator with the
-//! chart's shutdown versus the common pattern.
+//! Figures, printed and never asserted, for a freshly generated service beside two peers
+//! built in the same run with the same release profile (`tools/peers/`): a bare axum hello
+//! world, and "the usual stack", axum with the layers a team would add by hand. Each is
+//! built twice, for glibc and as the static musl binary an image ships. Instructions per
+//! `GET /` under callgrind are the stable figure; wrk rates and CPU per request, with the
+//! machine's load printed each round, sit beside them. Then idle connections, the time
+//! from SIGTERM to exit, and rollout failures in the simulator with the chart's shutdown
+//! versus the common pattern.
 //!
 //! `scripts/bench.sh [--no-clean-build] [--no-rollout]`
 
@@ -37,11 +40,37 @@ const POOLED_WINDOW: Duration = Duration::from_secs(10);
 const SLOW_REQUESTS: usize = 10;
 const SLOW: Duration = Duration::from_secs(2);
 const WRK_SECONDS: u32 = 10;
+const MUSL: &str = "x86_64-unknown-linux-musl";
 
+/// One line of the table: bare axum, the usual stack, the generated service.
 struct Row {
     label: &'static str,
-    ours: String,
-    bare: String,
+    figures: [String; 3],
+}
+
+impl Row {
+    fn new(
+        label: &'static str,
+        bare: impl Into<String>,
+        usual: impl Into<String>,
+        ours: impl Into<String>,
+    ) -> Row {
+        Row {
+            label,
+            figures: [bare.into(), usual.into(), ours.into()],
+        }
+    }
+
+    /// A figure of the generated service alone.
+    fn ours(label: &'static str, ours: impl Into<String>) -> Row {
+        Row::new(label, "", "", ours)
+    }
+}
+
+/// A binary built for glibc and as a static musl binary.
+struct Builds {
+    glibc: PathBuf,
+    musl: PathBuf,
 }
 
 fn main() {
@@ -52,203 +81,232 @@ fn main() {
     // Default features (the `kube` integration on), then without any optional feature.
     let builds = clean_build.then(|| {
         (
-            time_clean_release_build(&project, &[]),
-            time_clean_release_build(&project, &["--no-default-features"]),
+            clean_release_build(&project, &[]),
+            clean_release_build(&project, &["--no-default-features"]),
         )
     });
-    project.cargo_ok(&["build", "--release"]);
-    let ours = shared_target_dir().join("release").join("bench-service");
-    let bare = build_bare_axum();
+    let ours = build_ours(&project);
+    let bare = build_peer("bare-axum");
+    let usual = build_peer("usual-stack");
 
     let mut rows = Vec::new();
-    if let Some((with_kube, without)) = builds {
-        rows.push(Row {
-            label: "clean release build (deps downloaded)",
-            ours: format!("{:.1} s", with_kube.as_secs_f64()),
-            bare: "-".into(),
-        });
-        rows.push(Row {
-            label: "  same without the kube feature",
-            ours: format!("{:.1} s", without.as_secs_f64()),
-            bare: "-".into(),
-        });
+    if let Some(((with_kube, _), (without, without_size))) = builds {
+        rows.push(Row::ours(
+            "clean release build (deps downloaded)",
+            format!("{:.1} s", with_kube.as_secs_f64()),
+        ));
+        rows.push(Row::ours(
+            "  same without the kube feature",
+            format!("{:.1} s", without.as_secs_f64()),
+        ));
+        rows.push(Row::ours(
+            "stripped binary without the kube feature, glibc",
+            mebibytes(without_size),
+        ));
     }
-    rows.push(Row {
-        label: "stripped release binary",
-        ours: mebibytes(file_size(&ours)),
-        bare: mebibytes(file_size(&bare)),
-    });
+    let size = |path: &Path| mebibytes(file_size(path));
+    rows.push(Row::new(
+        "stripped binary, glibc",
+        size(&bare.glibc),
+        size(&usual.glibc),
+        size(&ours.glibc),
+    ));
+    rows.push(Row::new(
+        "  static musl (what the image ships)",
+        size(&bare.musl),
+        size(&usual.musl),
+        size(&ours.musl),
+    ));
 
-    let (ours_ready, ours_rss) = ready_and_rss(|| start_ours(&ours, "1s"));
-    let (bare_ready, bare_rss) = ready_and_rss(|| BareAxum::start(&bare));
-    rows.push(Row {
-        label: "exec to ready (median)",
-        ours: millis(ours_ready),
-        bare: millis(bare_ready),
-    });
-    rows.push(Row {
-        label: "idle RSS (median)",
-        ours: mebibytes(ours_rss * 1024),
-        bare: mebibytes(bare_rss * 1024),
-    });
+    let (bare_ready, bare_rss) = ready_and_rss(|| Peer::start(&bare.glibc));
+    let (usual_ready, usual_rss) = ready_and_rss(|| Peer::start(&usual.glibc));
+    let (ours_ready, ours_rss) = ready_and_rss(|| start_ours(&ours.glibc, "1s"));
+    rows.push(Row::new(
+        "exec to ready (median)",
+        millis(bare_ready),
+        millis(usual_ready),
+        millis(ours_ready),
+    ));
+    rows.push(Row::new(
+        "idle RSS (median)",
+        mebibytes(bare_rss * 1024),
+        mebibytes(usual_rss * 1024),
+        mebibytes(ours_rss * 1024),
+    ));
 
-    // Both processes hold one socket per connection: raise the open-file limit first.
-    raise_open_files(2 * POOLED_CONNECTIONS as u64 + 1024);
-    let ours_pooled = {
-        let service = start_ours(&ours, "1s");
-        pooled_cpu(service.http, service.pid())
-    };
-    let bare_pooled = {
-        let service = BareAxum::start(&bare);
-        pooled_cpu(service.addr, service.pid())
-    };
-    rows.push(Row {
-        label: "CPU with 10,000 idle keep-alive connections",
-        ours: format!("{ours_pooled:.2} % of a core"),
-        bare: format!("{bare_pooled:.2} % of a core"),
-    });
+    let counted = |binary: &Path, kind: Kind| instructions_per_request(binary, kind);
+    rows.push(Row::new(
+        "instructions per GET /, glibc (callgrind)",
+        counted(&bare.glibc, Kind::Peer),
+        counted(&usual.glibc, Kind::Peer),
+        counted(&ours.glibc, Kind::Ours(LOGS)),
+    ));
+    rows.push(Row::new(
+        "  static musl (what the image ships)",
+        counted(&bare.musl, Kind::Peer),
+        counted(&usual.musl, Kind::Peer),
+        counted(&ours.musl, Kind::Ours(LOGS)),
+    ));
+    rows.push(Row::ours(
+        "  glibc, without request spans (RUST_LOG)",
+        counted(&ours.glibc, Kind::Ours(LOGS_WITHOUT_SPANS)),
+    ));
 
     let mut rounds = Vec::new();
-    for _ in 0..LOAD_ROUNDS {
-        let ours_load = {
-            let service = start_ours(&ours, "1s");
-            load(service.http, service.pid())
-        };
-        let bare_load = {
-            let service = BareAxum::start(&bare);
-            load(service.addr, service.pid())
-        };
-        // The per-request `request` span is the largest single cost; this shows its share.
-        let spanless_load = {
-            let service = start_ours_logging(&ours, "1s", LOGS_WITHOUT_SPANS);
-            load(service.http, service.pid())
-        };
-        rounds.push([ours_load, bare_load, spanless_load]);
+    for round in 1..=LOAD_ROUNDS {
+        eprintln!(
+            "wrk round {round} of {LOAD_ROUNDS}: load average {}",
+            load_average()
+        );
+        let bare_load = serving(Peer::start(&bare.glibc), load);
+        let usual_load = serving(Peer::start(&usual.glibc), load);
+        let ours_load = serving(start_ours(&ours.glibc, "1s"), load);
+        // The per-request `request` span's share of the cost.
+        let spanless_load = serving(
+            start_ours_logging(&ours.glibc, "1s", LOGS_WITHOUT_SPANS),
+            load,
+        );
+        rounds.push([bare_load, usual_load, ours_load, spanless_load]);
     }
-    let middle = |value: &dyn Fn(&[Load; 3]) -> f64| {
+    let middle = |value: &dyn Fn(&[Load; 4]) -> f64| {
         median(&mut rounds.iter().map(value).collect::<Vec<_>>())
     };
-    rows.push(Row {
-        label: "GET / requests per second (wrk, median)",
-        ours: format!("{:.0}", middle(&|round| round[0].rate)),
-        bare: format!("{:.0}", middle(&|round| round[1].rate)),
+    let each = |format: &dyn Fn(f64) -> String, value: &dyn Fn(&Load) -> f64| {
+        [0, 1, 2].map(|server| format(middle(&|round| value(&round[server]))))
+    };
+    let [bare_rate, usual_rate, ours_rate] = each(&|rate| format!("{rate:.0}"), &|load| load.rate);
+    rows.push(Row::new(
+        "GET / requests per second (wrk, median)",
+        bare_rate,
+        usual_rate,
+        ours_rate,
+    ));
+    let [bare_p99, usual_p99, ours_p99] = each(&|ms| format!("{ms:.2} ms"), &|load| load.p99_ms);
+    rows.push(Row::new(
+        "GET / p99 latency (wrk, median)",
+        bare_p99,
+        usual_p99,
+        ours_p99,
+    ));
+    let [bare_cpu, usual_cpu, ours_cpu] = each(&|us| format!("{us:.2} µs"), &|load| {
+        load.cpu_us_per_request
     });
-    rows.push(Row {
-        label: "GET / p99 latency (wrk, median)",
-        ours: format!("{:.2} ms", middle(&|round| round[0].p99_ms)),
-        bare: format!("{:.2} ms", middle(&|round| round[1].p99_ms)),
-    });
-    rows.push(Row {
-        label: "  server CPU per request (user + system)",
-        ours: format!("{:.2} µs", middle(&|round| round[0].cpu_us_per_request)),
-        bare: format!("{:.2} µs", middle(&|round| round[1].cpu_us_per_request)),
-    });
-    let share = |variant: usize| middle(&|round| 100.0 * round[variant].rate / round[1].rate);
-    rows.push(Row {
-        label: "  throughput of ours vs bare axum",
-        ours: format!("{:.0} %", share(0)),
-        bare: String::new(),
-    });
-    rows.push(Row {
-        label: "  same without request spans (RUST_LOG)",
-        ours: format!("{:.0} %", share(2)),
-        bare: String::new(),
-    });
-    let ours_counted = |rust_log| {
-        let http = free_loopback_address().unwrap();
-        let admin = free_loopback_address().unwrap();
-        instructions_per_request(
-            &ours,
-            &[
-                ("HTTP_ADDR", &http.to_string()),
-                ("ADMIN_ADDR", &admin.to_string()),
-                ("RUST_LOG", rust_log),
-            ],
-            http,
+    rows.push(Row::new(
+        "  server CPU per request (user + system)",
+        bare_cpu,
+        usual_cpu,
+        ours_cpu,
+    ));
+    let share = |server: usize| {
+        format!(
+            "{:.0} %",
+            middle(&|round| 100.0 * round[server].rate / round[0].rate)
         )
     };
-    let bare_address = free_loopback_address().unwrap();
-    rows.push(Row {
-        label: "user-space instructions per GET / (callgrind)",
-        ours: ours_counted(LOGS),
-        bare: instructions_per_request(&bare, &[("ADDR", &bare_address.to_string())], bare_address),
-    });
-    rows.push(Row {
-        label: "  same without request spans (RUST_LOG)",
-        ours: ours_counted(LOGS_WITHOUT_SPANS),
-        bare: String::new(),
-    });
+    rows.push(Row::new(
+        "  throughput vs bare axum",
+        "100 %",
+        share(1),
+        share(2),
+    ));
+    rows.push(Row::ours(
+        "  same without request spans (RUST_LOG)",
+        share(3),
+    ));
 
-    let idle = median(
-        &mut (0..RUNS)
-            .map(|_| sigterm_to_exit(&ours, 0, 0))
-            .collect::<Vec<_>>(),
-    );
-    let connections = median(
-        &mut (0..RUNS)
-            .map(|_| sigterm_to_exit(&ours, IDLE_CONNECTIONS, 0))
-            .collect::<Vec<_>>(),
-    );
-    let slow = median(
-        &mut (0..RUNS)
-            .map(|_| sigterm_to_exit(&ours, 0, SLOW_REQUESTS))
-            .collect::<Vec<_>>(),
-    );
-    let pooled = median(
-        &mut (0..RUNS)
-            .map(|_| sigterm_to_exit(&ours, POOLED_CONNECTIONS, 0))
-            .collect::<Vec<_>>(),
-    );
-    let exit_label = "- (SIGTERM kills it)".to_owned();
-    rows.push(Row {
-        label: "SIGTERM to exit, idle (drain delay 1 s)",
-        ours: millis(idle),
-        bare: exit_label.clone(),
-    });
-    rows.push(Row {
-        label: "  with 50 idle keep-alive connections",
-        ours: millis(connections),
-        bare: exit_label.clone(),
-    });
-    rows.push(Row {
-        label: "  with 10 requests of 2 s in flight",
-        ours: millis(slow),
-        bare: exit_label.clone(),
-    });
-    rows.push(Row {
-        label: "  with 10,000 idle keep-alive connections",
-        ours: millis(pooled),
-        bare: exit_label,
-    });
+    // Each process holds one socket per connection: raise the open-file limit first.
+    raise_open_files(2 * POOLED_CONNECTIONS as u64 + 1024);
+    let pooled = |server: &dyn Server| format!("{:.2} % of a core", pooled_cpu(server));
+    rows.push(Row::new(
+        "CPU with 10,000 idle keep-alive connections",
+        pooled(&Peer::start(&bare.glibc)),
+        pooled(&Peer::start(&usual.glibc)),
+        pooled(&start_ours(&ours.glibc, "1s")),
+    ));
+    let exit_with_pool = |start: &dyn Fn() -> Box<dyn Server>| {
+        millis(median(
+            &mut (0..RUNS)
+                .map(|_| sigterm_to_exit(start(), POOLED_CONNECTIONS, 0))
+                .collect::<Vec<_>>(),
+        ))
+    };
+    rows.push(Row::new(
+        "SIGTERM to exit, 10,000 idle keep-alive (no drain delay)",
+        "- (SIGTERM kills it)",
+        exit_with_pool(&|| Box::new(Peer::start(&usual.glibc))),
+        exit_with_pool(&|| Box::new(start_ours(&ours.glibc, "0s"))),
+    ));
+
+    let drain = format!("{}ms", DRAIN_DELAY.as_millis());
+    let exit = |idle: usize, slow: usize| {
+        millis(median(
+            &mut (0..RUNS)
+                .map(|_| sigterm_to_exit(Box::new(start_ours(&ours.glibc, &drain)), idle, slow))
+                .collect::<Vec<_>>(),
+        ))
+    };
+    rows.push(Row::ours(
+        "SIGTERM to exit, idle (drain delay 1 s)",
+        exit(0, 0),
+    ));
+    rows.push(Row::ours(
+        "  with 50 idle keep-alive connections",
+        exit(IDLE_CONNECTIONS, 0),
+    ));
+    rows.push(Row::ours(
+        "  with 10 requests of 2 s in flight",
+        exit(0, SLOW_REQUESTS),
+    ));
+    rows.push(Row::ours(
+        "  with 10,000 idle keep-alive connections",
+        exit(POOLED_CONNECTIONS, 0),
+    ));
 
     if rollout {
-        let (ours_failed, baseline_failed) = rollout_failures(&project, &ours);
-        rows.push(Row {
-            label: "rollout of 3 replicas at 500 req/s: failed",
-            ours: ours_failed,
-            bare: String::new(),
-        });
-        rows.push(Row {
-            label: "  same, no preStop and no drain delay",
-            ours: baseline_failed,
-            bare: String::new(),
-        });
+        let (ours_failed, baseline_failed) = rollout_failures(&project, &ours.glibc);
+        rows.push(Row::ours(
+            "rollout of 3 replicas at 500 req/s: failed",
+            ours_failed,
+        ));
+        rows.push(Row::ours(
+            "  same, no preStop and no drain delay",
+            baseline_failed,
+        ));
     }
 
-    println!();
-    println!(
-        "{:<46} {:>26} {:>22}",
-        "", "generated service", "bare axum hello"
-    );
-    println!("{:-<96}", "");
-    for row in rows {
-        println!("{:<46} {:>26} {:>22}", row.label, row.ours, row.bare);
-    }
+    print_table(&rows);
     println!(
         "\n{RUNS} runs where repeated; {LOAD_ROUNDS} rounds of wrk -t2 -c64 -d{WRK_SECONDS}s on loopback \
-         (shares are medians of each round's ratio), on this machine's {} cores.",
+         (shares are medians of each round's ratio), on this machine's {} cores. The \
+         generated service's static build uses mimalloc (runtime/src/lib.rs); the peers' use \
+         musl's allocator.",
         cores()
     );
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "{:<58} {:>20} {:>20} {:>20}",
+        "", "bare axum", "the usual stack", "generated service"
+    );
+    println!("{:-<121}", "");
+    for row in rows {
+        let [bare, usual, ours] = &row.figures;
+        println!("{:<58} {bare:>20} {usual:>20} {ours:>20}", row.label);
+    }
+}
+
+/// The load average over the last minute, five and fifteen minutes.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Lifecycle lines stay on in every run: they tell when the service is ready.
@@ -273,18 +331,36 @@ fn start_ours_logging(binary: &Path, drain: &str, rust_log: &str) -> RunningServ
     )
 }
 
-trait Measured {
+/// A server under measurement: ours or a peer.
+trait Server {
+    fn addr(&self) -> SocketAddr;
     fn pid(&self) -> u32;
+    /// Sends SIGTERM and waits for a clean exit.
+    fn terminate(&mut self);
 }
 
-impl Measured for RunningService {
+impl Server for RunningService {
+    fn addr(&self) -> SocketAddr {
+        self.http
+    }
+
     fn pid(&self) -> u32 {
         RunningService::pid(self)
     }
+
+    fn terminate(&mut self) {
+        self.signal(libc::SIGTERM);
+        assert!(self.wait().success(), "the service exits cleanly");
+    }
+}
+
+/// Runs `measure` on a server started for it alone.
+fn serving<S: Server, T>(server: S, measure: impl FnOnce(SocketAddr, u32) -> T) -> T {
+    measure(server.addr(), server.pid())
 }
 
 /// Median time to ready and RSS (KiB) right after, over [`RUNS`] starts.
-fn ready_and_rss<S: Measured>(start: impl Fn() -> S) -> (Duration, u64) {
+fn ready_and_rss<S: Server>(start: impl Fn() -> S) -> (Duration, u64) {
     let mut ready = Vec::new();
     let mut rss = Vec::new();
     for _ in 0..RUNS {
@@ -298,11 +374,10 @@ fn ready_and_rss<S: Measured>(start: impl Fn() -> S) -> (Duration, u64) {
 }
 
 /// Time from SIGTERM to exit with `idle` idle keep-alive connections and `slow` slow
-/// requests in flight.
-fn sigterm_to_exit(binary: &Path, idle: usize, slow: usize) -> Duration {
-    let mut service = start_ours(binary, &format!("{}ms", DRAIN_DELAY.as_millis()));
+/// requests in flight (`/slow` is the generated service's own route).
+fn sigterm_to_exit(mut server: Box<dyn Server>, idle: usize, slow: usize) -> Duration {
     let clients = client_runtime();
-    let http = service.http;
+    let http = server.addr();
     let connections = idle_connections(http, idle);
     let path = format!("/slow?ms={}", SLOW.as_millis());
     let requests: Vec<_> = (0..slow)
@@ -317,8 +392,7 @@ fn sigterm_to_exit(binary: &Path, idle: usize, slow: usize) -> Duration {
         .collect();
     std::thread::sleep(Duration::from_millis(100));
     let signalled = Instant::now();
-    service.signal(libc::SIGTERM);
-    assert!(service.wait().success(), "the service exits cleanly");
+    server.terminate();
     let took = signalled.elapsed();
     for request in requests {
         let status = clients.block_on(request).unwrap().unwrap();
@@ -330,12 +404,12 @@ fn sigterm_to_exit(binary: &Path, idle: usize, slow: usize) -> Duration {
 
 /// The server's CPU, in percent of one core, while [`POOLED_CONNECTIONS`] keep-alive
 /// connections that each sent one request sit idle.
-fn pooled_cpu(http: SocketAddr, pid: u32) -> f64 {
-    let connections = idle_connections(http, POOLED_CONNECTIONS);
+fn pooled_cpu(server: &dyn Server) -> f64 {
+    let connections = idle_connections(server.addr(), POOLED_CONNECTIONS);
     std::thread::sleep(Duration::from_secs(2));
-    let before = cpu_time(pid);
+    let before = cpu_time(server.pid());
     std::thread::sleep(POOLED_WINDOW);
-    let used = cpu_time(pid) - before;
+    let used = cpu_time(server.pid()) - before;
     drop(connections);
     100.0 * used.as_secs_f64() / POOLED_WINDOW.as_secs_f64()
 }
@@ -401,13 +475,32 @@ fn rollout_failures(project: &Generated, binary: &Path) -> (String, String) {
 const COUNTED_CONNECTIONS: usize = 4;
 const COUNTED_REQUESTS_EACH: usize = 2_500;
 
+/// How a binary under callgrind is configured.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A peer, which listens on `ADDR`.
+    Peer,
+    /// The generated service, logging as `RUST_LOG` says.
+    Ours(&'static str),
+}
+
 /// User-space instructions the server executes per `GET /`, counted by callgrind: a figure
 /// that stays put where wrk's rates move with whatever else the machine runs. Startup is not
 /// counted: the counters are zeroed once the server answers.
-fn instructions_per_request(binary: &Path, env: &[(&str, &str)], addr: SocketAddr) -> String {
+fn instructions_per_request(binary: &Path, kind: Kind) -> String {
     if Command::new("valgrind").arg("--version").output().is_err() {
         return "- (valgrind missing)".into();
     }
+    let addr = free_loopback_address().unwrap();
+    let admin = free_loopback_address().unwrap().to_string();
+    let env: Vec<(&str, String)> = match kind {
+        Kind::Peer => vec![("ADDR", addr.to_string()), ("RUST_LOG", "info".into())],
+        Kind::Ours(rust_log) => vec![
+            ("HTTP_ADDR", addr.to_string()),
+            ("ADMIN_ADDR", admin),
+            ("RUST_LOG", rust_log.into()),
+        ],
+    };
     let dir = scratch("bench-callgrind");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -418,7 +511,7 @@ fn instructions_per_request(binary: &Path, env: &[(&str, &str)], addr: SocketAdd
         .arg(binary)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -561,74 +654,92 @@ fn parse_wrk_duration(value: &str) -> f64 {
     }
 }
 
-/// A bare axum hello world, built in this run with the same release profile.
-fn build_bare_axum() -> PathBuf {
-    let dir = scratch("bench-bare-axum");
-    std::fs::create_dir_all(dir.join("src")).unwrap();
-    std::fs::write(
-        dir.join("Cargo.toml"),
-        "[package]\nname = \"bare-axum\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
-         [dependencies]\naxum = \"0.8\"\ntokio = { version = \"1\", features = [\"full\"] }\n\n\
-         [profile.release]\nstrip = true\nlto = \"thin\"\ncodegen-units = 4\n\n[workspace]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("src/main.rs"),
-        "#[tokio::main]\nasync fn main() {\n    \
-         let listener = tokio::net::TcpListener::bind(std::env::var(\"ADDR\").unwrap()).await.unwrap();\n    \
-         println!(\"ready\");\n    \
-         let app = axum::Router::new().route(\"/\", axum::routing::get(|| async { \"hello\\n\" }));\n    \
-         axum::serve(listener, app).await.unwrap();\n}\n",
-    )
-    .unwrap();
-    let status = Command::new("cargo")
-        .current_dir(&dir)
-        .args(["build", "--release", "--quiet"])
-        .env("CARGO_TARGET_DIR", shared_target_dir())
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "the bare axum hello world builds");
-    shared_target_dir().join("release").join("bare-axum")
+/// The generated service, for glibc and static musl, in the shared target directory.
+fn build_ours(project: &Generated) -> Builds {
+    project.cargo_ok(&["build", "--release"]);
+    project.cargo_ok(&["build", "--release", "--target", MUSL]);
+    Builds {
+        glibc: shared_target_dir().join("release/bench-service"),
+        musl: shared_target_dir().join(MUSL).join("release/bench-service"),
+    }
 }
 
-struct BareAxum {
+/// A peer from `tools/peers/`, for glibc and static musl, with its own locked dependencies.
+fn build_peer(name: &str) -> Builds {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("peers")
+        .join(name);
+    for target in [None, Some(MUSL)] {
+        let status = Command::new("cargo")
+            .current_dir(&dir)
+            .args(["build", "--release", "--quiet", "--locked"])
+            .args(target.map(|target| format!("--target={target}")))
+            .env("CARGO_TARGET_DIR", shared_target_dir())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "{name} builds");
+    }
+    Builds {
+        glibc: shared_target_dir().join("release").join(name),
+        musl: shared_target_dir().join(MUSL).join("release").join(name),
+    }
+}
+
+/// A peer started on a free loopback address: it prints `ready` once listening.
+struct Peer {
     child: Child,
     addr: SocketAddr,
 }
 
-impl BareAxum {
-    fn start(binary: &Path) -> BareAxum {
+impl Peer {
+    fn start(binary: &Path) -> Peer {
         let addr = free_loopback_address().unwrap();
         let mut child = Command::new(binary)
             .env("ADDR", addr.to_string())
+            .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .spawn()
-            .expect("the bare axum binary starts");
+            .expect("the peer starts");
         let mut line = String::new();
         std::io::BufRead::read_line(
             &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
             &mut line,
         )
         .unwrap();
-        assert_eq!(line.trim(), "ready");
-        BareAxum { child, addr }
+        assert_eq!(line.trim(), "ready", "{} is ready", binary.display());
+        Peer { child, addr }
     }
 }
 
-impl Measured for BareAxum {
+impl Server for Peer {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    fn terminate(&mut self) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        let result = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(result, 0, "kill({}, SIGTERM)", self.child.id());
+        assert!(
+            self.child.wait().unwrap().success(),
+            "the peer exits cleanly"
+        );
+    }
 }
 
-impl Drop for BareAxum {
+impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-fn time_clean_release_build(project: &Generated, flags: &[&str]) -> Duration {
+/// How long a clean release build takes, and the size of the stripped binary it makes.
+fn clean_release_build(project: &Generated, flags: &[&str]) -> (Duration, u64) {
     let target = scratch("bench-clean-build");
     let _ = std::fs::remove_dir_all(&target);
     project.cargo_ok(&["fetch"]);
@@ -642,8 +753,9 @@ fn time_clean_release_build(project: &Generated, flags: &[&str]) -> Duration {
         .expect("cargo runs");
     assert!(status.success(), "the clean release build succeeds");
     let took = started.elapsed();
+    let size = file_size(&target.join("release/bench-service"));
     let _ = std::fs::remove_dir_all(&target);
-    took
+    (took, size)
 }
 
 fn file_size(path: &Path) -> u64 {

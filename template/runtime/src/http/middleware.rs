@@ -21,7 +21,10 @@ use axum::{
     Router,
     body::{Body, HttpBody},
     extract::{DefaultBodyLimit, MatchedPath, Request},
-    http::{HeaderName, HeaderValue, Method, StatusCode, header::RETRY_AFTER},
+    http::{
+        HeaderName, HeaderValue, Method, StatusCode,
+        header::{Entry, RETRY_AFTER},
+    },
     response::{IntoResponse, Response},
 };
 use http_body_util::Limited;
@@ -30,7 +33,7 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
     time::Sleep,
 };
-use tower::{Layer, Service};
+use tower::{Layer, Service, util::Either};
 use tracing::{Span, field::Empty};
 
 use crate::{metrics::Metrics, settings::Settings};
@@ -70,16 +73,25 @@ struct Guards {
 #[derive(Clone)]
 struct GuardLayer(Arc<Guards>);
 
-/// The route as the guards see it: axum's own default limit for the bodies its extractors
-/// read (2 MiB) is off, since the guards' limit covers every body.
-type Unlimited<S> = <DefaultBodyLimit as Layer<S>>::Service;
+/// axum's own limit for the bodies its extractors read.
+const AXUM_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The route as the guards see it. Under a limit above axum's own, axum's is turned off, or
+/// the extractors would refuse bodies the guards allow. Under a lower one (the default) it
+/// stays: it can never bind, and turning it off would cost every request an extension.
+type Route<S> = Either<S, <DefaultBodyLimit as Layer<S>>::Service>;
 
 impl<S> Layer<S> for GuardLayer {
-    type Service = Guarded<Unlimited<S>>;
+    type Service = Guarded<Route<S>>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        let inner = if self.0.body_limit > AXUM_BODY_LIMIT {
+            Either::Right(DefaultBodyLimit::disable().layer(inner))
+        } else {
+            Either::Left(inner)
+        };
         Guarded {
-            inner: DefaultBodyLimit::disable().layer(inner),
+            inner,
             guards: self.0.clone(),
         }
     }
@@ -398,12 +410,11 @@ impl RequestIds {
     /// The caller's `x-request-id` if it sent one, otherwise a new id, set on the request
     /// so that handlers see it too.
     fn adopt_or_assign(&self, request: &mut Request) -> HeaderValue {
-        if let Some(id) = request.headers().get(REQUEST_ID) {
-            return id.clone();
+        // One lookup for both cases: hashing the header name is most of a lookup's cost.
+        match request.headers_mut().entry(REQUEST_ID) {
+            Entry::Occupied(caller) => caller.get().clone(),
+            Entry::Vacant(slot) => slot.insert(self.next_id()).clone(),
         }
-        let id = self.next_id();
-        request.headers_mut().insert(REQUEST_ID, id.clone());
-        id
     }
 
     fn next_id(&self) -> HeaderValue {
