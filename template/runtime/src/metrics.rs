@@ -5,13 +5,13 @@
 //! shutdown comes from [`observe`], which follows the lifecycle like any other observer.
 
 use std::{
-    sync::{Arc, OnceLock},
+    sync::{Arc, OnceLock, PoisonError, RwLock},
     time::Instant,
 };
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use tokio::sync::watch;
@@ -57,6 +57,30 @@ pub(crate) struct Families {
     pub(crate) readiness_check_up: IntGaugeVec,
     pub(crate) prestop_unfollowed: IntCounter,
     shutdown_started: OnceLock<Instant>,
+}
+
+/// The request series one route has counted in, each resolved once: finding a series by its
+/// labels hashes them, which would cost every request.
+#[derive(Default)]
+pub(crate) struct RouteSeries(RwLock<Vec<Series>>);
+
+impl RouteSeries {
+    /// Series kept per route; a route answering with more method and status pairs than this
+    /// looks the others up each time.
+    const MOST: usize = 16;
+}
+
+struct Series {
+    labels: [Box<str>; 3],
+    requests: IntCounter,
+    duration: Histogram,
+}
+
+impl Series {
+    fn count(&self, seconds: f64) {
+        self.requests.inc();
+        self.duration.observe(seconds);
+    }
 }
 
 /// The `class` label of `http_responses_total`: every series exists at 0 from the start, so
@@ -281,6 +305,28 @@ impl Metrics {
         self.responses_by_class[class].inc();
     }
 
+    /// Counts one request in `http_requests_total` and its duration, under `labels` (method,
+    /// route, status), through the series `route` has resolved before.
+    pub(crate) fn count_request(&self, route: &RouteSeries, labels: [&str; 3], seconds: f64) {
+        let same = |series: &&Series| series.labels.iter().zip(labels).all(|(a, b)| **a == *b);
+        let resolved = route.0.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(series) = resolved.iter().find(same) {
+            series.count(seconds);
+            return;
+        }
+        drop(resolved);
+        let series = Series {
+            labels: labels.map(Box::from),
+            requests: self.http_requests.with_label_values(&labels),
+            duration: self.http_request_duration.with_label_values(&labels),
+        };
+        series.count(seconds);
+        let mut resolved = route.0.write().unwrap_or_else(PoisonError::into_inner);
+        if resolved.len() < RouteSeries::MOST && !resolved.iter().any(|known| same(&known)) {
+            resolved.push(series);
+        }
+    }
+
     /// The configured durations, as `shutdown_budget_seconds{phase}`.
     pub(crate) fn publish_budget(&self, settings: &Settings) {
         for (phase, duration) in [
@@ -361,6 +407,52 @@ pub(crate) async fn observe(metrics: Metrics, mut snapshots: watch::Receiver<Sna
                 .with_label_values(&[report.outcome()])
                 .inc();
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_series_is_resolved_once_and_counts_its_own_requests() {
+        let metrics = Metrics::new(crate::service::tests::SERVICE).unwrap();
+        let route = RouteSeries::default();
+        for _ in 0..3 {
+            metrics.count_request(&route, ["GET", "/orders", "200"], 0.001);
+        }
+        metrics.count_request(&route, ["GET", "/orders", "404"], 0.001);
+        metrics.count_request(&route, ["POST", "/orders", "200"], 0.001);
+        let count = |labels: [&str; 3]| metrics.http_requests.with_label_values(&labels).get();
+        assert_eq!(count(["GET", "/orders", "200"]), 3);
+        assert_eq!(count(["GET", "/orders", "404"]), 1);
+        assert_eq!(count(["POST", "/orders", "200"]), 1);
+        let observed = metrics
+            .http_request_duration
+            .with_label_values(&["GET", "/orders", "200"])
+            .get_sample_count();
+        assert_eq!(observed, 3);
+        assert_eq!(route.0.read().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_route_with_many_series_still_counts_those_it_does_not_keep() {
+        let metrics = Metrics::new(crate::service::tests::SERVICE).unwrap();
+        let route = RouteSeries::default();
+        let statuses: Vec<String> = (0..RouteSeries::MOST + 4)
+            .map(|n| (200 + n).to_string())
+            .collect();
+        for status in statuses.iter().chain(&statuses) {
+            metrics.count_request(&route, ["GET", "/", status], 0.001);
+        }
+        assert_eq!(route.0.read().unwrap().len(), RouteSeries::MOST);
+        for status in &statuses {
+            let counted = metrics
+                .http_requests
+                .with_label_values(&["GET", "/", status])
+                .get();
+            assert_eq!(counted, 2, "status {status}");
         }
     }
 }

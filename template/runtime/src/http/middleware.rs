@@ -36,7 +36,10 @@ use tokio::{
 use tower::{Layer, Service, util::Either};
 use tracing::{Span, field::Empty};
 
-use crate::{metrics::Metrics, settings::Settings};
+use crate::{
+    metrics::{Metrics, RouteSeries},
+    settings::Settings,
+};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The `status` label of a request that was never answered.
@@ -73,6 +76,12 @@ struct Guards {
 #[derive(Clone)]
 struct GuardLayer(Arc<Guards>);
 
+/// The guards as one route holds them: the shared ones, and the metric series it counts in.
+struct RouteGuards {
+    shared: Arc<Guards>,
+    series: RouteSeries,
+}
+
 /// axum's own limit for the bodies its extractors read.
 const AXUM_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
@@ -92,7 +101,10 @@ impl<S> Layer<S> for GuardLayer {
         };
         Guarded {
             inner,
-            guards: self.0.clone(),
+            guards: Arc::new(RouteGuards {
+                shared: self.0.clone(),
+                series: RouteSeries::default(),
+            }),
         }
     }
 }
@@ -100,7 +112,7 @@ impl<S> Layer<S> for GuardLayer {
 #[derive(Clone)]
 struct Guarded<S> {
     inner: S,
-    guards: Arc<Guards>,
+    guards: Arc<RouteGuards>,
 }
 
 impl<S> Service<Request> for Guarded<S>
@@ -110,7 +122,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Answer;
+    type Future = Answer<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -118,12 +130,13 @@ where
 
     fn call(&mut self, mut request: Request) -> Self::Future {
         let guards = self.guards.clone();
-        let request_id = guards.request_ids.adopt_or_assign(&mut request);
+        let shared = &*guards.shared;
+        let request_id = shared.request_ids.adopt_or_assign(&mut request);
         let route = request.extensions().get::<MatchedPath>().cloned();
         let method = method_label(request.method());
         let span = request_span(&request, method, route.as_ref(), &request_id);
         let mut books = Books {
-            in_flight: InFlight::count(&guards.metrics),
+            in_flight: InFlight::count(&shared.metrics),
             method,
             route,
             request_id,
@@ -131,36 +144,64 @@ where
             memory: None,
         };
 
-        let Some(request) = limit_body(request, guards.body_limit) else {
-            return answered(books.close(too_large(), &span, &guards.metrics));
+        let Some(request) = limit_body(request, shared.body_limit) else {
+            return answered(books.close(too_large(), &span, &guards));
         };
-        books.memory = guards.request_memory.reserve(&request, guards.body_limit);
+        books.memory = shared.request_memory.reserve(&request, shared.body_limit);
         if books.memory.is_none() {
-            guards.metrics.http_requests_shed.inc();
-            return answered(books.close(shed(), &span, &guards.metrics));
+            shared.metrics.http_requests_shed.inc();
+            return answered(books.close(shed(), &span, &guards));
         }
         // Called in place: axum clones this service for every request, and its routes are
         // always ready.
         let inner = &mut self.inner;
         let handling = span.in_scope(|| catch_unwind(AssertUnwindSafe(|| inner.call(request))));
         let Ok(handling) = handling else {
-            let response = panicked(&guards.metrics);
-            return answered(books.close(response, &span, &guards.metrics));
+            let response = panicked(&shared.metrics);
+            return answered(books.close(response, &span, &guards));
         };
-        Box::pin(Guarding {
-            handling,
-            timer: None,
-            span,
-            books: Some(books),
-            guards,
-        })
+        Answer::Later {
+            guarding: Guarding {
+                handling,
+                timer: None,
+                span,
+                books: Some(books),
+                guards,
+            },
+        }
     }
 }
 
-type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+pin_project! {
+    /// The guards' answer: at once, or once the handler has answered. Not boxed: axum boxes
+    /// each route's future already.
+    #[project = AnswerProjection]
+    enum Answer<F> {
+        Now { response: Option<Response> },
+        Later { #[pin] guarding: Guarding<F> },
+    }
+}
 
-fn answered(response: Response) -> Answer {
-    Box::pin(std::future::ready(Ok(response)))
+fn answered<F>(response: Response) -> Answer<F> {
+    Answer::Now {
+        response: Some(response),
+    }
+}
+
+impl<F> Future for Answer<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AnswerProjection::Now { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+            AnswerProjection::Later { guarding } => guarding.poll(cx),
+        }
+    }
 }
 
 pin_project! {
@@ -174,7 +215,7 @@ pin_project! {
         timer: Option<Sleep>,
         span: Span,
         books: Option<Books>,
-        guards: Arc<Guards>,
+        guards: Arc<RouteGuards>,
     }
 
     // Dropped before answering: the client went away, or the shutdown deadline cut it.
@@ -182,7 +223,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(books) = this.books.take() {
-                books.abandon(&this.guards.metrics);
+                books.abandon(this.guards);
             }
         }
     }
@@ -203,7 +244,7 @@ where
             Ok(Poll::Pending) => {
                 if this.timer.is_none() {
                     let books = this.books.as_ref().expect("polled after completion");
-                    let deadline = books.started + this.guards.request_timeout;
+                    let deadline = books.started + this.guards.shared.request_timeout;
                     this.timer
                         .set(Some(tokio::time::sleep_until(deadline.into())));
                 }
@@ -213,10 +254,10 @@ where
                 }
                 timed_out()
             }
-            Err(_panic) => panicked(&this.guards.metrics),
+            Err(_panic) => panicked(&this.guards.shared.metrics),
         };
         let books = this.books.take().expect("polled after completion");
-        Poll::Ready(Ok(books.close(response, this.span, &this.guards.metrics)))
+        Poll::Ready(Ok(books.close(response, this.span, this.guards)))
     }
 }
 
@@ -233,27 +274,27 @@ struct Books {
 
 impl Books {
     /// Counts the request in `http_requests_total` and its duration, with `status`.
-    fn count(&self, status: &str, metrics: &Metrics) {
+    fn count(&self, status: &str, guards: &RouteGuards) {
         let labels = [self.method, route_label(self.route.as_ref()), status];
-        metrics.http_requests.with_label_values(&labels).inc();
-        metrics
-            .http_request_duration
-            .with_label_values(&labels)
-            .observe(self.started.elapsed().as_secs_f64());
+        let seconds = self.started.elapsed().as_secs_f64();
+        guards
+            .shared
+            .metrics
+            .count_request(&guards.series, labels, seconds);
     }
 
     /// Counts a request that was never answered, under `status="cancelled"`.
-    fn abandon(self, metrics: &Metrics) {
-        self.count(CANCELLED, metrics);
+    fn abandon(self, guards: &RouteGuards) {
+        self.count(CANCELLED, guards);
     }
 
     /// Counts the response, notes it in the request's span and tells the caller the
     /// request id.
-    fn close(self, mut response: Response, span: &Span, metrics: &Metrics) -> Response {
+    fn close(self, mut response: Response, span: &Span, guards: &RouteGuards) -> Response {
         let status = response.status();
         crate::telemetry::describe_response(span, status);
-        self.count(status.as_str(), metrics);
-        metrics.count_response(status);
+        self.count(status.as_str(), guards);
+        guards.shared.metrics.count_response(status);
         drop(self.in_flight);
         response.headers_mut().insert(REQUEST_ID, self.request_id);
         response

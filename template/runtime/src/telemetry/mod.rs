@@ -18,7 +18,9 @@ use axum::{
 use tokio::time::Instant;
 use tracing::Span;
 
-use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::Targets, layer::SubscriberExt, util::SubscriberInitExt,
+};
 
 use crate::settings::LogFormat;
 
@@ -30,15 +32,7 @@ static EXPORTER: std::sync::Mutex<Option<otel::Exporter>> = std::sync::Mutex::ne
 /// Installs the global subscriber. Call before starting the Tokio runtime: the OTLP
 /// exporter owns a blocking HTTP client that must not be created inside it.
 pub(crate) fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // kube's client logs each failed call at ERROR; the Pod integration is best effort and
-    // logs its own warning instead. RUST_LOG naming kube_client brings them back.
-    #[cfg(feature = "kube")]
-    let filter = if std::env::var("RUST_LOG").is_ok_and(|value| value.contains("kube_client")) {
-        filter
-    } else {
-        filter.add_directive("kube_client=off".parse()?)
-    };
+    let (targets, env_filter) = log_filter(log_directives());
     let pretty = match format {
         LogFormat::Pretty => true,
         LogFormat::Json => false,
@@ -76,7 +70,8 @@ pub(crate) fn init(service_name: &'static str, format: LogFormat) -> anyhow::Res
         let exporter = otel::Exporter::from_env(service_name)?;
         let traces = exporter.as_ref().map(otel::Exporter::layer);
         tracing_subscriber::registry()
-            .with(filter)
+            .with(targets)
+            .with(env_filter)
             .with(logs)
             .with(traces)
             .try_init()?;
@@ -109,11 +104,40 @@ pub(crate) fn init(service_name: &'static str, format: LogFormat) -> anyhow::Res
     {
         let _ = service_name;
         tracing_subscriber::registry()
-            .with(filter)
+            .with(targets)
+            .with(env_filter)
             .with(logs)
             .try_init()?;
         Ok(())
     }
+}
+
+/// The filter `RUST_LOG` asks for. Plain `target=level` directives become a `Targets`
+/// filter, which has nothing to do when a span is entered or left; `EnvFilter`, which looks
+/// every span up under a lock each time, is kept for span and field directives
+/// (`[request]=debug`), the only ones that need it.
+fn log_filter(directives: String) -> (Option<Targets>, Option<EnvFilter>) {
+    if !directives.contains(['[', '{'])
+        && let Ok(targets) = directives.parse::<Targets>()
+    {
+        return (Some(targets), None);
+    }
+    (None, Some(EnvFilter::new(directives)))
+}
+
+/// `RUST_LOG`, or `info` when it is unset or unreadable.
+fn log_directives() -> String {
+    let directives = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|directives| EnvFilter::try_new(directives).is_ok())
+        .unwrap_or_else(|| "info".to_owned());
+    // kube's client logs each failed call at ERROR; the Pod integration is best effort and
+    // logs its own warning instead. RUST_LOG naming kube_client brings them back.
+    #[cfg(feature = "kube")]
+    if !directives.contains("kube_client") {
+        return directives + ",kube_client=off";
+    }
+    directives
 }
 
 /// Exports the spans still buffered, giving up at `deadline`, and stops exporting; true if
@@ -186,5 +210,26 @@ fn protocol_version(version: Version) -> &'static str {
         Version::HTTP_2 => "2",
         Version::HTTP_3 => "3",
         _ => "1.1",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_directives_need_no_span_bookkeeping() {
+        let (targets, env_filter) = log_filter("warn,shop=info,kube_client=off".into());
+        assert!(targets.is_some() && env_filter.is_none());
+        let (targets, env_filter) = log_filter("info".into());
+        assert!(targets.is_some() && env_filter.is_none());
+    }
+
+    #[test]
+    fn span_and_field_directives_keep_env_filter() {
+        for directives in ["info,[request]=debug", "warn,[{http.route=/}]=trace"] {
+            let (targets, env_filter) = log_filter(directives.into());
+            assert!(targets.is_none() && env_filter.is_some(), "{directives}");
+        }
     }
 }
