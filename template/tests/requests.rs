@@ -55,6 +55,8 @@ fn a_panic_becomes_a_500_and_the_process_lives_on() {
     // Logged inside the request's span, which names the route and the request id.
     let span = &logged["span"];
     assert_eq!(span["http.route"], "/panic", "{logged}");
+    assert_eq!(span["http.request.method"], "GET", "{logged}");
+    assert_eq!(span["url.path"], "/panic", "{logged}");
     assert_eq!(
         span["request_id"].as_str(),
         response.header("x-request-id"),

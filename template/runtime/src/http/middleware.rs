@@ -39,6 +39,7 @@ use tracing::{Span, field::Empty};
 use crate::{
     metrics::{Metrics, RouteSeries},
     settings::Settings,
+    telemetry::RequestFields,
 };
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -302,13 +303,31 @@ impl Books {
 }
 
 /// The request's span, with OpenTelemetry's HTTP server attributes: `http.route` only when
-/// a route matched; the rest is filled in by `telemetry` when spans are exported.
+/// a route matched; the rest is filled in by `telemetry` when spans are exported. For JSON
+/// logs alone, the request's own fields are written only if a line is logged in the span.
 fn request_span(
     request: &Request,
     method: &'static str,
     route: Option<&MatchedPath>,
     request_id: &HeaderValue,
 ) -> Span {
+    if crate::telemetry::defers_request_fields() {
+        let span = tracing::info_span!(
+            "request",
+            http.request.method = Empty,
+            http.route = Empty,
+            url.path = Empty,
+            request_id = Empty,
+        );
+        let fields = RequestFields {
+            method,
+            route: route.cloned(),
+            uri: request.uri().clone(),
+            request_id: request_id.clone(),
+        };
+        fields.defer(&span);
+        return span;
+    }
     let span = tracing::info_span!(
         "request",
         http.request.method = method,

@@ -131,6 +131,28 @@ impl<W: Write> Visit for Members<'_, W> {
     }
 }
 
+/// Adds string members to a span's object, as `add_fields` adds recorded ones.
+pub(crate) fn append_strings<'name, 'value>(
+    object: &mut String,
+    members: impl IntoIterator<Item = (&'name str, &'value str)>,
+) {
+    if object.pop() != Some('}') {
+        object.clear();
+        object.push('{');
+    }
+    let mut first = object == "{";
+    for (name, value) in members {
+        if !std::mem::take(&mut first) {
+            object.push(',');
+        }
+        // Writing to a String cannot fail.
+        let _ = write_string(object, name);
+        object.push(':');
+        let _ = write_string(object, value);
+    }
+    object.push('}');
+}
+
 fn write_string(out: &mut impl Write, text: &str) -> fmt::Result {
     out.write_char('"')?;
     Escaped(out).write_str(text)?;
@@ -229,7 +251,7 @@ impl Write for Staged<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::{
         io,
         sync::{Arc, Mutex},
@@ -262,9 +284,8 @@ mod tests {
         }
     }
 
-    /// The `span` object of the one JSON line that `log` produces, as the log format
-    /// the service uses writes it.
-    fn logged_span(log: impl FnOnce()) -> Value {
+    /// The JSON lines that `log` produces, as the service's log layers write them.
+    pub(in crate::telemetry) fn logged_lines(log: impl FnOnce()) -> Vec<Value> {
         let lines = Lines::default();
         let layer = tracing_subscriber::fmt::layer()
             .json()
@@ -272,12 +293,25 @@ mod tests {
             .with_span_list(false)
             .fmt_fields(JsonSpanFields)
             .with_writer(lines.clone());
-        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), log);
+        let subscriber = tracing_subscriber::registry()
+            .with(super::super::request_fields::WriteDeferred)
+            .with(layer);
+        tracing::subscriber::with_default(subscriber, log);
         let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-        let line: Value = serde_json::from_str(text.trim()).unwrap_or_else(|error| {
-            panic!("not one JSON line ({error}): {text}");
-        });
-        line["span"].clone()
+        text.lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|error| {
+                    panic!("not a JSON line ({error}): {line}");
+                })
+            })
+            .collect()
+    }
+
+    /// The `span` object of the one JSON line that `log` produces.
+    fn logged_span(log: impl FnOnce()) -> Value {
+        let lines = logged_lines(log);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        lines[0]["span"].clone()
     }
 
     #[test]

@@ -5,6 +5,9 @@
 mod json_fields;
 #[cfg(feature = "otel")]
 mod otel;
+mod request_fields;
+
+pub(crate) use request_fields::{RequestFields, deferring as defers_request_fields};
 
 use std::{
     io::IsTerminal,
@@ -72,10 +75,15 @@ pub(crate) fn init(service_name: &'static str, format: LogFormat) -> anyhow::Res
         tracing_subscriber::registry()
             .with(targets)
             .with(env_filter)
+            .with(request_fields::WriteDeferred)
             .with(logs)
             .with(traces)
             .try_init()?;
         EXPORTING_TRACES.store(exporter.is_some(), Ordering::Relaxed);
+        // Exported spans carry the request's fields from the start, as attributes.
+        if !pretty && exporter.is_none() {
+            request_fields::defer_from_now_on();
+        }
         match &exporter {
             Some(exporter) => {
                 if !exporter.unsupported_propagators.is_empty() {
@@ -106,8 +114,12 @@ pub(crate) fn init(service_name: &'static str, format: LogFormat) -> anyhow::Res
         tracing_subscriber::registry()
             .with(targets)
             .with(env_filter)
+            .with(request_fields::WriteDeferred)
             .with(logs)
             .try_init()?;
+        if !pretty {
+            request_fields::defer_from_now_on();
+        }
         Ok(())
     }
 }
