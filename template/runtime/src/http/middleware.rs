@@ -319,13 +319,16 @@ fn request_span(
             url.path = Empty,
             request_id = Empty,
         );
-        let fields = RequestFields {
-            method,
-            route: route.cloned(),
-            uri: request.uri().clone(),
-            request_id: request_id.clone(),
-        };
-        fields.defer(&span);
+        // A span that RUST_LOG turns off keeps nothing.
+        if !span.is_disabled() {
+            let fields = RequestFields {
+                method,
+                route: route.cloned(),
+                uri: request.uri().clone(),
+                request_id: request_id.clone(),
+            };
+            fields.defer(&span);
+        }
         return span;
     }
     let span = tracing::info_span!(
