@@ -171,31 +171,25 @@ fn main() {
     let middle = |value: &dyn Fn(&[Load; 4]) -> f64| {
         median(&mut rounds.iter().map(value).collect::<Vec<_>>())
     };
-    let each = |format: &dyn Fn(f64) -> String, value: &dyn Fn(&Load) -> f64| {
-        [0, 1, 2].map(|server| format(middle(&|round| value(&round[server]))))
+    // A row of the three servers' medians of `value`.
+    let row = |label, format: &dyn Fn(f64) -> String, value: &dyn Fn(&Load) -> f64| Row {
+        label,
+        figures: [0, 1, 2].map(|server| format(middle(&|round| value(&round[server])))),
     };
-    let [bare_rate, usual_rate, ours_rate] = each(&|rate| format!("{rate:.0}"), &|load| load.rate);
-    rows.push(Row::new(
+    rows.push(row(
         "GET / requests per second (wrk, median)",
-        bare_rate,
-        usual_rate,
-        ours_rate,
+        &|rate| format!("{rate:.0}"),
+        &|load| load.rate,
     ));
-    let [bare_p99, usual_p99, ours_p99] = each(&|ms| format!("{ms:.2} ms"), &|load| load.p99_ms);
-    rows.push(Row::new(
+    rows.push(row(
         "GET / p99 latency (wrk, median)",
-        bare_p99,
-        usual_p99,
-        ours_p99,
+        &|ms| format!("{ms:.2} ms"),
+        &|load| load.p99_ms,
     ));
-    let [bare_cpu, usual_cpu, ours_cpu] = each(&|us| format!("{us:.2} µs"), &|load| {
-        load.cpu_us_per_request
-    });
-    rows.push(Row::new(
+    rows.push(row(
         "  server CPU per request (user + system)",
-        bare_cpu,
-        usual_cpu,
-        ours_cpu,
+        &|us| format!("{us:.2} µs"),
+        &|load| load.cpu_us_per_request,
     ));
     let share = |server: usize| {
         format!(

@@ -40,11 +40,7 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
         current: &'writer mut FormattedFields<Self>,
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
-        if current.fields.pop() != Some('}') {
-            current.fields.clear();
-            return self.format_fields(current.as_writer(), fields);
-        }
-        let first = current.fields == "{";
+        let first = reopen(&mut current.fields);
         let mut members = Members::new(&mut current.fields, first);
         fields.record(&mut members);
         let result = members.result;
@@ -131,16 +127,22 @@ impl<W: Write> Visit for Members<'_, W> {
     }
 }
 
+/// Opens a span's object again for more members, without its closing brace (an object that
+/// is not one is started afresh); true if it has no members yet.
+fn reopen(object: &mut String) -> bool {
+    if object.pop() != Some('}') {
+        object.clear();
+        object.push('{');
+    }
+    object == "{"
+}
+
 /// Adds string members to a span's object, as `add_fields` adds recorded ones.
 pub(crate) fn append_strings<'name, 'value>(
     object: &mut String,
     members: impl IntoIterator<Item = (&'name str, &'value str)>,
 ) {
-    if object.pop() != Some('}') {
-        object.clear();
-        object.push('{');
-    }
-    let mut first = object == "{";
+    let mut first = reopen(object);
     for (name, value) in members {
         if !std::mem::take(&mut first) {
             object.push(',');
